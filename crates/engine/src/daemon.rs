@@ -1,0 +1,174 @@
+//! Start-up and shutdown: data root, pid file, store, services, the API socket, signals.
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use axum::extract::Request;
+use tower::ServiceExt as _;
+
+use crate::config::Config;
+use crate::content::Content;
+use crate::error::Result;
+use crate::events::Events;
+use crate::images::{ImageService, ImageUsers};
+use crate::store::Store;
+
+pub struct Engine {
+    pub cfg: Arc<Config>,
+    pub engine_id: String,
+    pub events: Arc<Events>,
+    pub images: ImageService,
+}
+
+impl Engine {
+    /// Containers that use image `id`: (container id, running).
+    pub async fn image_users(&self, _id: &str) -> Result<ImageUsers> {
+        Ok(Vec::new())
+    }
+
+    /// Number of containers per image id.
+    pub async fn image_users_all(&self) -> Result<HashMap<String, i64>> {
+        Ok(HashMap::new())
+    }
+
+    /// (running, paused, stopped) container counts.
+    pub async fn container_counts(&self) -> Result<(usize, usize, usize)> {
+        Ok((0, 0, 0))
+    }
+
+    pub async fn containers_df(&self) -> Result<Vec<serde_json::Value>> {
+        Ok(Vec::new())
+    }
+
+    pub async fn volumes_df(&self) -> Result<Vec<serde_json::Value>> {
+        Ok(Vec::new())
+    }
+}
+
+fn pid_alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+fn write_pidfile(path: &Path) -> anyhow::Result<()> {
+    if let Ok(s) = std::fs::read_to_string(path) {
+        if let Ok(pid) = s.trim().parse::<i32>() {
+            if pid != std::process::id() as i32 && pid_alive(pid) {
+                bail!(
+                    "pid file found, ensure berthd is not running or delete {}",
+                    path.display()
+                );
+            }
+        }
+    }
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    crate::util::write_atomic(path, format!("{}\n", std::process::id()).as_bytes())
+        .with_context(|| format!("writing pid file {}", path.display()))
+}
+
+/// Bind the API socket: `root:GROUP`, mode 0660, as dockerd does (root:root if the group is missing).
+fn bind_socket(cfg: &Config) -> anyhow::Result<tokio::net::UnixListener> {
+    let path = &cfg.socket;
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!("{} is in use by another engine", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
+    }
+    let l = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("binding {}", path.display()))?;
+    let gid = match nix::unistd::Group::from_name(&cfg.group) {
+        Ok(Some(g)) => g.gid,
+        _ => {
+            tracing::warn!(group = %cfg.group, "socket group not found; socket is root:root");
+            nix::unistd::Gid::from_raw(0)
+        }
+    };
+    nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(0)), Some(gid))
+        .with_context(|| format!("chown {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(l)
+}
+
+fn engine_id(data_root: &Path) -> anyhow::Result<String> {
+    let p = data_root.join("engine-id");
+    if let Ok(s) = std::fs::read_to_string(&p) {
+        if !s.trim().is_empty() {
+            return Ok(s.trim().to_string());
+        }
+    }
+    let id = uuid_like();
+    crate::util::write_atomic(&p, id.as_bytes())?;
+    Ok(id)
+}
+
+fn uuid_like() -> String {
+    let h = crate::util::random_id();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let cfg = Arc::new(cfg);
+    if !nix::unistd::Uid::effective().is_root() {
+        bail!("berthd must run as root");
+    }
+    std::fs::create_dir_all(&cfg.data_root)
+        .with_context(|| format!("creating {}", cfg.data_root.display()))?;
+    std::fs::set_permissions(&cfg.data_root, std::fs::Permissions::from_mode(0o710))?;
+    write_pidfile(&cfg.pidfile)?;
+    let store = Store::open(&cfg.data_root.join("berth.db"))
+        .await
+        .context("opening the store")?;
+    let content = Content::open(&cfg.data_root).context("opening content")?;
+    let events = Arc::new(Events::new());
+    let images = ImageService::new(cfg.clone(), store.clone(), content, events.clone());
+    images.repair().await.context("repairing the image store")?;
+    let engine = Arc::new(Engine {
+        engine_id: engine_id(&cfg.data_root)?,
+        cfg: cfg.clone(),
+        events,
+        images,
+    });
+
+    let listener = bind_socket(&cfg)?;
+    let app = crate::api::router(engine.clone());
+    let svc = axum::middleware::from_fn(crate::api::version_middleware);
+    let svc = tower::Layer::layer(&svc, app);
+    let make = axum::ServiceExt::<Request>::into_make_service(svc.map_request(|r: Request| r));
+    tracing::info!(socket = %cfg.socket.display(), data_root = %cfg.data_root.display(), "berthd ready");
+
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, make).with_graceful_shutdown(async move {
+        let _ = stop_rx.wait_for(|v| *v).await;
+    });
+    let server = tokio::spawn(async move { server.await });
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    let _ = stop_tx.send(true);
+    // Long streams (events, logs -f, attach) would hold graceful shutdown forever; give them 3 s.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), server).await;
+    let _ = std::fs::remove_file(&cfg.socket);
+    let _ = std::fs::remove_file(&cfg.pidfile);
+    engine.images.store.pool.close().await;
+    tracing::info!("berthd stopped");
+    Ok(())
+}

@@ -1,0 +1,76 @@
+//! The shim is a child subreaper: every process it spawned (runc) and every process of the
+//! container re-parented to it is reaped here, by one thread calling `waitpid(-1)`. Callers
+//! wait for a particular pid's status through [`Reaper::wait`], never with `Child::wait`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// Keeps at most this many statuses nobody asked for (grandchildren of runc and the like).
+const MAX_UNCLAIMED: usize = 256;
+
+#[derive(Default)]
+pub struct Reaper {
+    exited: Mutex<HashMap<i32, i32>>,
+    cv: Condvar,
+}
+
+impl Reaper {
+    /// Starts the reaping thread.
+    pub fn start() -> std::io::Result<Arc<Reaper>> {
+        let r = Arc::new(Reaper::default());
+        let r2 = r.clone();
+        crate::spawn_thread("reaper", move || r2.run())?;
+        Ok(r)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<i32, i32>> {
+        self.exited.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn run(&self) {
+        loop {
+            let mut status: libc::c_int = 0;
+            // SAFETY: waitpid only writes to the status integer we own.
+            let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+            if pid > 0 {
+                let mut m = self.lock();
+                if m.len() >= MAX_UNCLAIMED {
+                    m.clear();
+                }
+                m.insert(pid, status);
+                drop(m);
+                self.cv.notify_all();
+                continue;
+            }
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EINTR) {
+                // ECHILD: no child right now (before runc runs, after the init exited).
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Blocks until `pid` has been reaped and returns its raw wait status.
+    pub fn wait(&self, pid: i32) -> i32 {
+        let mut m = self.lock();
+        loop {
+            if let Some(s) = m.remove(&pid) {
+                return s;
+            }
+            m = self.cv.wait(m).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// Decodes a raw wait status into `(exit_code, signal)`; a signal death is 128 + signal.
+pub fn decode_status(status: i32) -> (i32, Option<i32>) {
+    if libc::WIFEXITED(status) {
+        (libc::WEXITSTATUS(status), None)
+    } else if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        (128 + sig, Some(sig))
+    } else {
+        (255, None)
+    }
+}
