@@ -30,8 +30,7 @@ def layer_members(registry, repo, digest):
 
 def test_registry_serves_catalog(registry):
     assert set(REPOS) <= set(registry.catalog())
-    assert registry.tags("library/alpine") == ["3.10", "latest"] or \
-        sorted(registry.tags("library/alpine")) == ["3.10", "latest"]
+    assert sorted(registry.tags("library/alpine")) == ["3.10", "latest"]
 
 
 def test_busybox_is_a_manifest_list(registry, images):
@@ -97,7 +96,6 @@ def test_build_is_reproducible(tmp_path, images):
 def test_busybox_layer_runs_under_chroot(registry, images, tmp_path):
     """The rootfs is usable: unpack it and run sh from it with chroot."""
     m = images.amd64("library/busybox")
-    _, tar = layer_members(registry, "library/busybox", m["layers"][0])
     blob = images.store.read_blob(m["layers"][0])
     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob))) as t:
         t.extractall(tmp_path / "rootfs")

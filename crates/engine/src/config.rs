@@ -6,10 +6,18 @@ use anyhow::{bail, Context};
 use clap::Parser;
 
 #[derive(Parser, Debug)]
-#[command(name = "berthd", version, about = "Berth container engine (Docker Engine API v1.44)")]
+#[command(
+    name = "berthd",
+    version,
+    about = "Berth container engine (Docker Engine API v1.44)"
+)]
 pub struct Args {
     /// Daemon socket to listen on (unix:///path only).
-    #[arg(short = 'H', long = "host", default_value = "unix:///run/berth/docker.sock")]
+    #[arg(
+        short = 'H',
+        long = "host",
+        default_value = "unix:///run/berth/docker.sock"
+    )]
     pub host: Vec<String>,
     /// Root directory of persistent state.
     #[arg(long = "data-root", default_value = "/var/lib/berth")]
@@ -110,7 +118,11 @@ impl Config {
         if self.insecure_registries.iter().any(|r| r == registry) {
             return true;
         }
-        if self.mirrors.iter().any(|m| m.host == registry && m.insecure) {
+        if self
+            .mirrors
+            .iter()
+            .any(|m| m.host == registry && m.insecure)
+        {
             return true;
         }
         let host = registry.rsplit_once(':').map_or(registry, |(h, _)| h);

@@ -10,41 +10,82 @@ use axum::extract::Request;
 use tower::ServiceExt as _;
 
 use crate::config::Config;
+use crate::containers::ContainerService;
 use crate::content::Content;
 use crate::error::Result;
 use crate::events::Events;
 use crate::images::{ImageService, ImageUsers};
 use crate::store::Store;
+use crate::volumes::VolumeService;
 
 pub struct Engine {
     pub cfg: Arc<Config>,
     pub engine_id: String,
     pub events: Arc<Events>,
-    pub images: ImageService,
+    pub images: Arc<ImageService>,
+    pub containers: Arc<ContainerService>,
+    pub volumes: Arc<VolumeService>,
 }
 
 impl Engine {
     /// Containers that use image `id`: (container id, running).
-    pub async fn image_users(&self, _id: &str) -> Result<ImageUsers> {
-        Ok(Vec::new())
+    pub async fn image_users(&self, id: &str) -> Result<ImageUsers> {
+        Ok(self.containers.users_of(id).await)
     }
 
     /// Number of containers per image id.
     pub async fn image_users_all(&self) -> Result<HashMap<String, i64>> {
-        Ok(HashMap::new())
+        let mut m = HashMap::new();
+        for c in self.containers.all() {
+            *m.entry(c.rec.read().await.image_id.clone()).or_insert(0) += 1;
+        }
+        Ok(m)
     }
 
     /// (running, paused, stopped) container counts.
     pub async fn container_counts(&self) -> Result<(usize, usize, usize)> {
-        Ok((0, 0, 0))
+        let (mut r, mut p, mut s) = (0, 0, 0);
+        for c in self.containers.all() {
+            match c.rec.read().await.state.status {
+                crate::containers::Status::Running | crate::containers::Status::Restarting => {
+                    r += 1
+                }
+                crate::containers::Status::Paused => p += 1,
+                _ => s += 1,
+            }
+        }
+        Ok((r, p, s))
     }
 
     pub async fn containers_df(&self) -> Result<Vec<serde_json::Value>> {
-        Ok(Vec::new())
+        let mut v = Vec::new();
+        for c in self.containers.all() {
+            let mut j = crate::api::containers::inspect_value(self, &c, false).await;
+            let r = c.rec.read().await.clone();
+            let (rw, root) = self.containers.sizes(&r).await;
+            j = serde_json::json!({
+                "Id": r.id, "Names": [format!("/{}", r.name)], "Image": r.image, "ImageID": r.image_id,
+                "Command": format!("{} {}", r.path, r.args.join(" ")).trim().to_string(),
+                "Created": chrono::DateTime::parse_from_rfc3339(&r.created).map(|t| t.timestamp()).unwrap_or(0),
+                "State": r.state.status.as_str(), "Status": j["State"]["Status"].clone(),
+                "SizeRw": rw, "SizeRootFs": root, "Labels": r.config.labels.clone().unwrap_or_default(),
+                "Mounts": j["Mounts"].clone(),
+            });
+            v.push(j);
+        }
+        Ok(v)
     }
 
     pub async fn volumes_df(&self) -> Result<Vec<serde_json::Value>> {
-        Ok(Vec::new())
+        let mut out = Vec::new();
+        for v in self.volumes.list().await? {
+            let refs = self.containers.volume_users(&v.name).await.len() as i64;
+            out.push(
+                self.volumes
+                    .to_json(&v, Some((self.volumes.size_of(&v.name), refs))),
+            );
+        }
+        Ok(out)
     }
 }
 
@@ -135,16 +176,40 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .context("opening the store")?;
     let content = Content::open(&cfg.data_root).context("opening content")?;
     let events = Arc::new(Events::new());
-    let images = ImageService::new(cfg.clone(), store.clone(), content, events.clone());
+    let images = Arc::new(ImageService::new(
+        cfg.clone(),
+        store.clone(),
+        content,
+        events.clone(),
+    ));
     images.repair().await.context("repairing the image store")?;
+    let volumes = Arc::new(VolumeService::new(
+        store.clone(),
+        &cfg.data_root,
+        events.clone(),
+    )?);
+    let containers = ContainerService::open(
+        cfg.clone(),
+        store.clone(),
+        images.clone(),
+        volumes.clone(),
+        events.clone(),
+    )
+    .await
+    .context("opening the container service")?;
     let engine = Arc::new(Engine {
         engine_id: engine_id(&cfg.data_root)?,
         cfg: cfg.clone(),
         events,
         images,
+        containers: containers.clone(),
+        volumes,
     });
 
     let listener = bind_socket(&cfg)?;
+    // Containers that ran while berthd was down: reattach, record exits, apply restart policies.
+    let restoring = containers.clone();
+    tokio::spawn(async move { restoring.restore().await });
     let app = crate::api::router(engine.clone());
     let svc = axum::middleware::from_fn(crate::api::version_middleware);
     let svc = tower::Layer::layer(&svc, app);

@@ -5,6 +5,7 @@
 
 mod api;
 mod config;
+mod containers;
 mod content;
 mod daemon;
 mod error;
@@ -12,6 +13,7 @@ mod events;
 mod images;
 mod store;
 mod util;
+mod volumes;
 
 use anyhow::Context;
 use clap::Parser;
@@ -19,8 +21,8 @@ use clap::Parser;
 fn main() -> anyhow::Result<()> {
     let args = config::Args::parse();
     let cfg = config::Config::from_args(args)?;
-    let filter = tracing_subscriber::EnvFilter::try_new(cfg.log_filter())
-        .context("invalid --log-level")?;
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(cfg.log_filter()).context("invalid --log-level")?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

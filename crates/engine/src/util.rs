@@ -121,10 +121,7 @@ mod tests {
         let now = chrono::DateTime::from_timestamp(1000, 0).unwrap();
         assert_eq!(parse_time_arg("12.5", now), Some(12.5));
         assert_eq!(parse_time_arg("10s", now), Some(990.0));
-        assert_eq!(
-            parse_time_arg("1970-01-01T00:01:00Z", now),
-            Some(60.0)
-        );
+        assert_eq!(parse_time_arg("1970-01-01T00:01:00Z", now), Some(60.0));
     }
 
     #[test]

@@ -60,7 +60,10 @@ pub fn resize_payload(height: u16, width: u16) -> [u8; 4] {
 /// Parses a [`STREAM_RESIZE`] payload into `(height, width)`.
 pub fn parse_resize(p: &[u8]) -> Option<(u16, u16)> {
     match p {
-        [h0, h1, w0, w1] => Some((u16::from_be_bytes([*h0, *h1]), u16::from_be_bytes([*w0, *w1]))),
+        [h0, h1, w0, w1] => Some((
+            u16::from_be_bytes([*h0, *h1]),
+            u16::from_be_bytes([*w0, *w1]),
+        )),
         _ => None,
     }
 }
@@ -212,7 +215,10 @@ mod tests {
             width: 2,
         })
         .unwrap();
-        assert_eq!(s, r#"{"op":"exec_resize","exec_id":"e","height":1,"width":2}"#);
+        assert_eq!(
+            s,
+            r#"{"op":"exec_resize","exec_id":"e","height":1,"width":2}"#
+        );
         let s = serde_json::to_string(&Response::ok()).unwrap();
         assert_eq!(s, r#"{"ok":true,"exit":null}"#);
     }

@@ -56,7 +56,9 @@ async fn image_get(
         (name, "get") => save(&e, vec![name.to_string()]).await,
         _ => {
             let _ = p;
-            Err(EngineError::NotFound(format!("page not found: /images/{rest}")))
+            Err(EngineError::NotFound(format!(
+                "page not found: /images/{rest}"
+            )))
         }
     }
 }
@@ -69,15 +71,16 @@ async fn image_post(
 ) -> Result<Response> {
     match split_action(&rest) {
         (name, "tag") => {
-            let repo = p
-                .get("repo")
-                .filter(|r| !r.is_empty())
-                .ok_or_else(|| EngineError::invalid("repository name must have at least one component"))?;
+            let repo = p.get("repo").filter(|r| !r.is_empty()).ok_or_else(|| {
+                EngineError::invalid("repository name must have at least one component")
+            })?;
             e.images.tag(name, repo, p.get("tag")).await?;
             Ok(StatusCode::CREATED.into_response())
         }
         (name, "push") => push(e, name, p, headers).await,
-        _ => Err(EngineError::NotFound(format!("page not found: /images/{rest}"))),
+        _ => Err(EngineError::NotFound(format!(
+            "page not found: /images/{rest}"
+        ))),
     }
 }
 
@@ -116,9 +119,7 @@ fn glob(pat: &str, s: &str) -> bool {
     fn m(p: &[u8], s: &[u8]) -> bool {
         match (p.first(), s.first()) {
             (None, None) => true,
-            (Some(b'*'), _) => {
-                m(&p[1..], s) || (!s.is_empty() && s[0] != b'/' && m(p, &s[1..]))
-            }
+            (Some(b'*'), _) => m(&p[1..], s) || (!s.is_empty() && s[0] != b'/' && m(p, &s[1..])),
             (Some(b'?'), Some(c)) if *c != b'/' => m(&p[1..], &s[1..]),
             (Some(a), Some(b)) if a == b => m(&p[1..], &s[1..]),
             _ => false,
@@ -143,8 +144,11 @@ async fn list(State(e): State<Arc<Engine>>, p: Params) -> Result<Json<Vec<ImageS
         all.iter()
             .find(|i| {
                 i.id() == name
-                    || crate::util::digest_hex(i.id()).starts_with(name.trim_start_matches("sha256:"))
-                    || i.familiar_tags().iter().any(|t| t == name || t == &format!("{name}:latest"))
+                    || crate::util::digest_hex(i.id())
+                        .starts_with(name.trim_start_matches("sha256:"))
+                    || i.familiar_tags()
+                        .iter()
+                        .any(|t| t == name || t == &format!("{name}:latest"))
             })
             .map(|i| i.rec.created)
     };
@@ -160,7 +164,8 @@ async fn list(State(e): State<Arc<Engine>>, p: Params) -> Result<Json<Vec<ImageS
     let until = match f.get("until").first() {
         Some(u) => Some(
             crate::util::parse_time_arg(u, now)
-                .ok_or_else(|| EngineError::invalid(format!("invalid until: {u}")))? as i64,
+                .ok_or_else(|| EngineError::invalid(format!("invalid until: {u}")))?
+                as i64,
         ),
         None => None,
     };
@@ -168,7 +173,11 @@ async fn list(State(e): State<Arc<Engine>>, p: Params) -> Result<Json<Vec<ImageS
         None => None,
         Some("true" | "1") => Some(true),
         Some("false" | "0") => Some(false),
-        Some(v) => return Err(EngineError::invalid(format!("invalid filter 'dangling={v}'"))),
+        Some(v) => {
+            return Err(EngineError::invalid(format!(
+                "invalid filter 'dangling={v}'"
+            )))
+        }
     };
     let parents: std::collections::HashSet<String> =
         all.iter().filter_map(|i| i.rec.parent.clone()).collect();
@@ -278,8 +287,13 @@ async fn history(e: &Engine, name: &str) -> Result<Json<Vec<Value>>> {
     let mut parent = i.rec.parent.clone();
     let mut idx = 1;
     while let Some(pid) = parent {
-        let Some(pi) = e.images.get_by_id(&pid).await? else { break };
-        let n = pi.config["history"].as_array().map(|a| a.len()).unwrap_or(0);
+        let Some(pi) = e.images.get_by_id(&pid).await? else {
+            break;
+        };
+        let n = pi.config["history"]
+            .as_array()
+            .map(|a| a.len())
+            .unwrap_or(0);
         let pos = hist.len().saturating_sub(n);
         if pos < rows.len() && pos >= idx {
             rows[pos]["Id"] = json!(pi.id());
@@ -297,7 +311,8 @@ async fn spool(e: &Engine, body: Body) -> Result<std::path::PathBuf> {
     let mut f = tokio::fs::File::create(&path).await?;
     let mut s = body.into_data_stream();
     while let Some(chunk) = s.next().await {
-        let chunk = chunk.map_err(|e| EngineError::invalid(format!("reading request body: {e}")))?;
+        let chunk =
+            chunk.map_err(|e| EngineError::invalid(format!("reading request body: {e}")))?;
         f.write_all(&chunk).await?;
     }
     f.flush().await?;
@@ -435,12 +450,16 @@ async fn load(State(e): State<Arc<Engine>>, p: Params, body: Body) -> Result<Res
 async fn prune(State(e): State<Arc<Engine>>, p: Params) -> Result<Json<Value>> {
     let f = p.filters()?;
     f.only(&["dangling", "label", "label!", "until"])?;
-    let only_dangling = !matches!(f.get("dangling").first().map(String::as_str), Some("false" | "0"));
+    let only_dangling = !matches!(
+        f.get("dangling").first().map(String::as_str),
+        Some("false" | "0")
+    );
     let now = chrono::Utc::now();
     let until = match f.get("until").first() {
         Some(u) => Some(
             crate::util::parse_time_arg(u, now)
-                .ok_or_else(|| EngineError::invalid(format!("invalid until: {u}")))? as i64,
+                .ok_or_else(|| EngineError::invalid(format!("invalid until: {u}")))?
+                as i64,
         ),
         None => None,
     };
@@ -503,8 +522,8 @@ async fn search(State(e): State<Arc<Engine>>, p: Params) -> Result<Json<Vec<Valu
         .ok_or_else(|| EngineError::invalid("term is required"))?;
     let limit = p.int("limit")?.unwrap_or(25).clamp(1, 100) as usize;
     let first = term.split('/').next().unwrap_or("");
-    let explicit = term.contains('/')
-        && (first.contains('.') || first.contains(':') || first == "localhost");
+    let explicit =
+        term.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
     let (host, needle) = if explicit {
         (first.to_string(), term[first.len() + 1..].to_string())
     } else if let Some(m) = e.cfg.mirrors.first() {
@@ -519,7 +538,12 @@ async fn search(State(e): State<Arc<Engine>>, p: Params) -> Result<Json<Vec<Valu
         .parse()
         .map_err(|_| EngineError::invalid("invalid reference format"))?;
     let cat = client
-        .catalog(&probe, &oci_client::secrets::RegistryAuth::Anonymous, Some(1000), None)
+        .catalog(
+            &probe,
+            &oci_client::secrets::RegistryAuth::Anonymous,
+            Some(1000),
+            None,
+        )
         .await
         .map_err(|err| {
             EngineError::Internal(format!(

@@ -1,7 +1,10 @@
 //! The Docker Engine API over HTTP/1.1: routing, version negotiation, query parsing, streams.
 
+pub mod containers;
+pub mod hijack;
 pub mod images;
 pub mod system;
+pub mod volumes;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -41,6 +44,8 @@ pub fn router(engine: Arc<Engine>) -> Router {
     Router::new()
         .merge(system::routes())
         .merge(images::routes())
+        .merge(containers::routes())
+        .merge(volumes::routes())
         .fallback(not_found)
         .with_state(engine)
 }
@@ -120,7 +125,11 @@ pub struct Params(pub Vec<(String, String)>);
 
 impl Params {
     pub fn get(&self, k: &str) -> Option<&str> {
-        self.0.iter().rev().find(|(a, _)| a == k).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .rev()
+            .find(|(a, _)| a == k)
+            .map(|(_, v)| v.as_str())
     }
     pub fn all(&self, k: &str) -> Vec<String> {
         self.0
@@ -211,7 +220,11 @@ impl Filters {
         Ok(())
     }
     /// Docker's label filter: every `key` or `key=value` must match.
-    pub fn labels_match(&self, key: &str, labels: &std::collections::HashMap<String, String>) -> bool {
+    pub fn labels_match(
+        &self,
+        key: &str,
+        labels: &std::collections::HashMap<String, String>,
+    ) -> bool {
         self.get(key).iter().all(|f| match f.split_once('=') {
             Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
             None => labels.contains_key(f.as_str()),

@@ -33,7 +33,10 @@ async fn ping() -> Response {
         HeaderValue::from_static("no-cache, no-store, must-revalidate"),
     );
     h.insert("Pragma", HeaderValue::from_static("no-cache"));
-    h.insert("Content-Type", HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(
+        "Content-Type",
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     (StatusCode::OK, h, "OK").into_response()
 }
 
@@ -120,7 +123,13 @@ async fn info(State(e): State<Arc<Engine>>) -> Result<Json<Value>> {
         .cfg
         .mirrors
         .iter()
-        .map(|m| format!("{}://{}/", if m.insecure { "http" } else { "https" }, m.host))
+        .map(|m| {
+            format!(
+                "{}://{}/",
+                if m.insecure { "http" } else { "https" },
+                m.host
+            )
+        })
         .collect();
     let mut index_configs = serde_json::Map::new();
     index_configs.insert(
@@ -208,8 +217,20 @@ async fn info(State(e): State<Arc<Engine>>) -> Result<Json<Value>> {
 async fn events(State(e): State<Arc<Engine>>, p: Params) -> Result<Response> {
     let filters = p.filters()?;
     filters.only(&[
-        "config", "container", "daemon", "event", "image", "label", "network", "node", "plugin",
-        "scope", "secret", "service", "type", "volume",
+        "config",
+        "container",
+        "daemon",
+        "event",
+        "image",
+        "label",
+        "network",
+        "node",
+        "plugin",
+        "scope",
+        "secret",
+        "service",
+        "type",
+        "volume",
     ])?;
     let now = chrono::Utc::now();
     let to_nanos = |s: &str| {
@@ -217,8 +238,16 @@ async fn events(State(e): State<Arc<Engine>>, p: Params) -> Result<Response> {
             .map(|f| (f * 1e9) as i64)
             .ok_or_else(|| EngineError::invalid(format!("invalid timestamp: {s}")))
     };
-    let since = p.get("since").filter(|s| !s.is_empty()).map(to_nanos).transpose()?;
-    let until = p.get("until").filter(|s| !s.is_empty()).map(to_nanos).transpose()?;
+    let since = p
+        .get("since")
+        .filter(|s| !s.is_empty())
+        .map(to_nanos)
+        .transpose()?;
+    let until = p
+        .get("until")
+        .filter(|s| !s.is_empty())
+        .map(to_nanos)
+        .transpose()?;
     let mut live = e.events.subscribe();
     let past = match since {
         Some(s) => e.events.history(s, until.unwrap_or(i64::MAX)),
@@ -267,7 +296,9 @@ fn event_matches(f: &super::Filters, ev: &crate::events::Event) -> bool {
         v.is_empty() || v.iter().any(|x| pred(x))
     };
     any("type", &|t| t == ev.kind)
-        && any("event", &|a| a == ev.action || ev.action.starts_with(&format!("{a}:")))
+        && any("event", &|a| {
+            a == ev.action || ev.action.starts_with(&format!("{a}:"))
+        })
         && any("container", &|c| {
             ev.kind == "container"
                 && (ev.actor.id.starts_with(c) || attrs.get("name").is_some_and(|n| n == c))
@@ -279,7 +310,8 @@ fn event_matches(f: &super::Filters, ev: &crate::events::Event) -> bool {
         })
         && any("volume", &|v| ev.kind == "volume" && ev.actor.id == v)
         && any("network", &|n| {
-            ev.kind == "network" && (ev.actor.id.starts_with(n) || attrs.get("name").is_some_and(|x| x == n))
+            ev.kind == "network"
+                && (ev.actor.id.starts_with(n) || attrs.get("name").is_some_and(|x| x == n))
         })
         && any("scope", &|s| s == ev.scope)
         && f.labels_match("label", attrs)
@@ -319,5 +351,7 @@ async fn auth(Json(body): Json<Value>) -> Result<Json<Value>> {
     if body["username"].as_str().unwrap_or_default().is_empty() {
         return Err(EngineError::invalid("username is required"));
     }
-    Ok(Json(json!({"Status": "Login Succeeded", "IdentityToken": ""})))
+    Ok(Json(
+        json!({"Status": "Login Succeeded", "IdentityToken": ""}),
+    ))
 }

@@ -202,14 +202,7 @@ pub fn get_xattr(p: &Path, name: &str) -> Option<Vec<u8>> {
     let n = CString::new(name).ok()?;
     let mut buf = [0u8; 64];
     // SAFETY: valid C strings; buf is writable for buf.len() bytes.
-    let r = unsafe {
-        libc::lgetxattr(
-            c.as_ptr(),
-            n.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
+    let r = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     if r < 0 {
         return None;
     }
@@ -238,7 +231,9 @@ fn walk<W: io::Write>(b: &mut tar::Builder<W>, root: &Path, rel: &Path) -> io::R
         .map(|e| e.file_name())
         .collect();
     names.sort();
-    if !rel.as_os_str().is_empty() && get_xattr(&dir, "trusted.overlay.opaque").as_deref() == Some(b"y") {
+    if !rel.as_os_str().is_empty()
+        && get_xattr(&dir, "trusted.overlay.opaque").as_deref() == Some(b"y")
+    {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Regular);
         h.set_size(0);
@@ -284,7 +279,11 @@ mod tests {
 
     #[test]
     fn unpack_hashes_and_converts_whiteouts() {
-        let data = tar_with(&[("a/file", b"hello"), ("a/.wh.gone", b""), ("b/.wh..wh..opq", b"")]);
+        let data = tar_with(&[
+            ("a/file", b"hello"),
+            ("a/.wh.gone", b""),
+            ("b/.wh..wh..opq", b""),
+        ]);
         let d = tempfile::tempdir().unwrap();
         let u = unpack(io::Cursor::new(data.clone()), d.path()).unwrap();
         assert_eq!(u.diff_id, crate::util::sha256_digest(&data));
@@ -387,4 +386,3 @@ pub fn ingest(src: Box<dyn Read + Send>, dest: &Path, gz_path: &Path) -> io::Res
         blob_size: hw.size,
     })
 }
-

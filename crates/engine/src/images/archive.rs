@@ -31,7 +31,9 @@ pub struct ChannelWriter {
 }
 
 impl ChannelWriter {
-    pub fn new(tx: tokio::sync::mpsc::Sender<std::result::Result<bytes::Bytes, io::Error>>) -> Self {
+    pub fn new(
+        tx: tokio::sync::mpsc::Sender<std::result::Result<bytes::Bytes, io::Error>>,
+    ) -> Self {
         Self { tx }
     }
 }
@@ -56,7 +58,10 @@ impl ImageService {
             let img = self.resolve(n).await?;
             // A name that is a reference saves that tag; an id saves all the image's tags.
             let tags: Vec<String> = match ImageRef::parse_default_tag(n) {
-                Ok(r) if !crate::util::digest_hex(img.id()).starts_with(n.trim_start_matches("sha256:")) => {
+                Ok(r)
+                    if !crate::util::digest_hex(img.id())
+                        .starts_with(n.trim_start_matches("sha256:")) =>
+                {
                     r.tagged().into_iter().collect()
                 }
                 _ => img.tags.clone(),
@@ -71,7 +76,11 @@ impl ImageService {
     }
 
     /// Write the archive for `items` into `out` (blocking; run it on a blocking thread).
-    pub async fn save_to(&self, items: Vec<(Image, Vec<String>)>, out: ChannelWriter) -> Result<()> {
+    pub async fn save_to(
+        &self,
+        items: Vec<(Image, Vec<String>)>,
+        out: ChannelWriter,
+    ) -> Result<()> {
         let mut plan = Vec::new();
         for (img, tags) in items {
             let mut layers = Vec::new();
@@ -140,11 +149,19 @@ impl ImageService {
                 .map_err(|e| EngineError::invalid(format!("invalid image config: {e}")))?;
             let want: Vec<String> = cfg["rootfs"]["diff_ids"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|d| d.as_str().map(String::from)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|d| d.as_str().map(String::from))
+                        .collect()
+                })
                 .unwrap_or_default();
             let layer_paths: Vec<String> = e["Layers"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|d| d.as_str().map(String::from)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|d| d.as_str().map(String::from))
+                        .collect()
+                })
                 .unwrap_or_default();
             if want.len() != layer_paths.len() {
                 return Err(EngineError::invalid(format!(
@@ -177,7 +194,9 @@ impl ImageService {
                     tags.push(ImageRef::parse_default_tag(t)?.tagged().unwrap_or_default());
                 }
             }
-            let id = self.commit_config_raw(&cfg_bytes, &diff_ids, None, &tags).await?;
+            let id = self
+                .commit_config_raw(&cfg_bytes, &diff_ids, None, &tags)
+                .await?;
             if tags.is_empty() {
                 progress
                     .send(Message::stream(format!("Loaded image ID: {id}\n")))
@@ -211,7 +230,12 @@ fn oci_layout_entries(dir: &Path) -> Result<Vec<Value>> {
                 .map_err(|e| EngineError::invalid(format!("reading manifest {d}: {e}")))?,
         )
         .map_err(|e| EngineError::invalid(format!("invalid manifest {d}: {e}")))?;
-        let blob = |d: &Value| format!("blobs/sha256/{}", digest_hex(d.as_str().unwrap_or_default()));
+        let blob = |d: &Value| {
+            format!(
+                "blobs/sha256/{}",
+                digest_hex(d.as_str().unwrap_or_default())
+            )
+        };
         let name = m["annotations"]["io.containerd.image.name"]
             .as_str()
             .map(String::from);
@@ -226,8 +250,12 @@ fn oci_layout_entries(dir: &Path) -> Result<Vec<Value>> {
 
 fn safe_join(dir: &Path, rel: &str) -> Result<PathBuf> {
     let p = Path::new(rel);
-    if p.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
-        return Err(EngineError::invalid(format!("invalid path in archive: {rel}")));
+    if p.components()
+        .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(EngineError::invalid(format!(
+            "invalid path in archive: {rel}"
+        )));
     }
     Ok(dir.join(p))
 }
@@ -274,7 +302,8 @@ fn write_archive(items: Vec<SaveItem>, out: ChannelWriter, tmp: &Path) -> io::Re
                 std::fs::remove_file(tmp)?;
                 written.insert(diff_id.clone(), size);
             }
-            layer_descs.push(json!({"mediaType": OCI_LAYER, "digest": diff_id, "size": written[diff_id]}));
+            layer_descs
+                .push(json!({"mediaType": OCI_LAYER, "digest": diff_id, "size": written[diff_id]}));
             layer_names.push(name);
         }
         let cfg_name = format!("blobs/sha256/{}", digest_hex(&it.config_digest));
@@ -290,7 +319,11 @@ fn write_archive(items: Vec<SaveItem>, out: ChannelWriter, tmp: &Path) -> io::Re
         }))?;
         let mf_digest = crate::util::sha256_digest(&mf);
         if !written.contains_key(&mf_digest) {
-            append_bytes(&mut b, &format!("blobs/sha256/{}", digest_hex(&mf_digest)), &mf)?;
+            append_bytes(
+                &mut b,
+                &format!("blobs/sha256/{}", digest_hex(&mf_digest)),
+                &mf,
+            )?;
             written.insert(mf_digest.clone(), mf.len() as u64);
         }
         let familiar: Vec<String> = it.tags.iter().map(|t| familiarize(t)).collect();
@@ -317,9 +350,15 @@ fn write_archive(items: Vec<SaveItem>, out: ChannelWriter, tmp: &Path) -> io::Re
     append_bytes(
         &mut b,
         "index.json",
-        &serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": index}))?,
+        &serde_json::to_vec(
+            &json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": index}),
+        )?,
     )?;
-    append_bytes(&mut b, "manifest.json", &serde_json::to_vec(&manifest_json)?)?;
+    append_bytes(
+        &mut b,
+        "manifest.json",
+        &serde_json::to_vec(&manifest_json)?,
+    )?;
     append_bytes(&mut b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     if !repositories.is_empty() {
         append_bytes(&mut b, "repositories", &serde_json::to_vec(&repositories)?)?;

@@ -23,7 +23,9 @@ impl ImageService {
                     Some(t) => format!("{r}:{t}"),
                     None => r.to_string(),
                 };
-                vec![ImageRef::parse_default_tag(&full)?.tagged().unwrap_or_default()]
+                vec![ImageRef::parse_default_tag(&full)?
+                    .tagged()
+                    .unwrap_or_default()]
             }
             None => vec![],
         };
@@ -93,7 +95,9 @@ pub fn apply_change(cfg: &mut Value, line: &str) -> Result<()> {
             let env = obj.entry("Env").or_insert_with(|| json!([]));
             for (k, v) in key_values(rest) {
                 if let Some(a) = env.as_array_mut() {
-                    a.retain(|e| e.as_str().and_then(|e| e.split_once('=')).map(|p| p.0) != Some(&k));
+                    a.retain(|e| {
+                        e.as_str().and_then(|e| e.split_once('=')).map(|p| p.0) != Some(&k)
+                    });
                     a.push(json!(format!("{k}={v}")));
                 }
             }
@@ -109,7 +113,11 @@ pub fn apply_change(cfg: &mut Value, line: &str) -> Result<()> {
         "EXPOSE" => {
             let ports = obj.entry("ExposedPorts").or_insert_with(|| json!({}));
             for p in rest.split_whitespace() {
-                let p = if p.contains('/') { p.to_string() } else { format!("{p}/tcp") };
+                let p = if p.contains('/') {
+                    p.to_string()
+                } else {
+                    format!("{p}/tcp")
+                };
                 if let Some(m) = ports.as_object_mut() {
                     m.insert(p, json!({}));
                 }
@@ -152,7 +160,10 @@ pub fn key_values(s: &str) -> Vec<(String, String)> {
     }
     words
         .into_iter()
-        .filter_map(|w| w.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .filter_map(|w| {
+            w.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
         .collect()
 }
 
@@ -193,7 +204,6 @@ pub fn shell_words(s: &str) -> Vec<String> {
     }
     out
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -92,13 +92,15 @@ impl ImageService {
 
     async fn hydrate(&self, rec: ImageRecord) -> Result<Image> {
         let config: Value = serde_json::from_str(&rec.config)?;
-        let tags = sqlx::query_as::<_, (String,)>("SELECT name FROM tags WHERE image_id = ? ORDER BY name")
-            .bind(&rec.id)
-            .fetch_all(&self.store.pool)
-            .await?
-            .into_iter()
-            .map(|r| r.0)
-            .collect();
+        let tags = sqlx::query_as::<_, (String,)>(
+            "SELECT name FROM tags WHERE image_id = ? ORDER BY name",
+        )
+        .bind(&rec.id)
+        .fetch_all(&self.store.pool)
+        .await?
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
         let digests = sqlx::query_as::<_, (String,)>(
             "SELECT name FROM repo_digests WHERE image_id = ? ORDER BY name",
         )
@@ -159,7 +161,10 @@ impl ImageService {
             }
         }
         if !hex.is_empty() && hex.len() < 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let ids = self.store.image_ids_with_prefix(&hex.to_ascii_lowercase()).await?;
+            let ids = self
+                .store
+                .image_ids_with_prefix(&hex.to_ascii_lowercase())
+                .await?;
             match ids.len() {
                 0 => {}
                 1 => return self.get_by_id(&ids[0]).await,
@@ -221,7 +226,9 @@ impl ImageService {
         };
         let r = ImageRef::parse_default_tag(&target)?;
         if r.digest.is_some() {
-            return Err(EngineError::invalid("refusing to create a tag with a digest reference"));
+            return Err(EngineError::invalid(
+                "refusing to create a tag with a digest reference",
+            ));
         }
         let key = r.tagged().unwrap_or_default();
         self.store.set_tag(&key, img.id()).await?;
@@ -286,7 +293,14 @@ impl ImageService {
                 .tags
                 .iter()
                 .chain(img.digests.iter())
-                .map(|t| t.split(['@']).next().unwrap_or(t).rsplit_once(':').map_or(t.as_str(), |(a, _)| a).to_string())
+                .map(|t| {
+                    t.split(['@'])
+                        .next()
+                        .unwrap_or(t)
+                        .rsplit_once(':')
+                        .map_or(t.as_str(), |(a, _)| a)
+                        .to_string()
+                })
                 .collect();
             if repos.len() > 1 && !force {
                 return Err(EngineError::Conflict(format!(
@@ -328,7 +342,9 @@ impl ImageService {
         if prune_parents {
             let mut parent = img.rec.parent.clone();
             while let Some(p) = parent {
-                let Some(pi) = self.get_by_id(&p).await? else { break };
+                let Some(pi) = self.get_by_id(&p).await? else {
+                    break;
+                };
                 if !pi.tags.is_empty() || !self.store.children_of(&p).await?.is_empty() {
                     break;
                 }

@@ -80,7 +80,10 @@ fn not_found(r: &ImageRef, e: &oci_client::errors::OciDistributionError) -> Opti
     }
     if s.contains("MANIFEST_UNKNOWN")
         || s.contains("ManifestUnknown")
-        || matches!(e, oci_client::errors::OciDistributionError::ImageManifestNotFoundError(_))
+        || matches!(
+            e,
+            oci_client::errors::OciDistributionError::ImageManifestNotFoundError(_)
+        )
     {
         return Some(EngineError::NotFound(format!(
             "manifest for {} not found: manifest unknown: manifest unknown",
@@ -126,7 +129,11 @@ impl ImageService {
                         .map_err(|e| EngineError::internal(format!("invalid image config: {e}")))?;
                     let diff_ids: Vec<String> = cfg_json["rootfs"]["diff_ids"]
                         .as_array()
-                        .map(|a| a.iter().filter_map(|d| d.as_str().map(String::from)).collect())
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|d| d.as_str().map(String::from))
+                                .collect()
+                        })
                         .unwrap_or_default();
                     if diff_ids.len() != layers.len() {
                         return Err(EngineError::internal(format!(
@@ -171,10 +178,13 @@ impl ImageService {
         let fetch = |rf: Reference| {
             let host = host.clone();
             async move {
-            client
-                .pull_manifest_raw(&rf, auth, MANIFEST_TYPES)
-                .await
-                .map_err(|e| not_found(r, &e).unwrap_or_else(|| EngineError::Internal(describe(&host, &e))))
+                client
+                    .pull_manifest_raw(&rf, auth, MANIFEST_TYPES)
+                    .await
+                    .map_err(|e| {
+                        not_found(r, &e)
+                            .unwrap_or_else(|| EngineError::Internal(describe(&host, &e)))
+                    })
             }
         };
         let (raw, _) = fetch(oci_ref.clone()).await?;
@@ -225,7 +235,10 @@ impl ImageService {
     /// Phase two: layers, then the image record. Returns the image id.
     pub async fn pull_run(&self, plan: PullPlan, progress: &Progress) -> Result<String> {
         let r = &plan.r;
-        let shown = r.tag.clone().unwrap_or_else(|| r.digest.clone().unwrap_or_default());
+        let shown = r
+            .tag
+            .clone()
+            .unwrap_or_else(|| r.digest.clone().unwrap_or_default());
         progress
             .send(Message {
                 status: Some(format!("Pulling from {}", r.repo)),
@@ -245,10 +258,13 @@ impl ImageService {
                 todo.push((desc.clone(), diff.clone()));
             }
         }
-        futures::stream::iter(todo.into_iter().map(|(d, diff)| self.pull_layer(&plan, d, diff, progress)))
-            .buffer_unordered(3)
-            .try_collect::<Vec<_>>()
-            .await?;
+        futures::stream::iter(
+            todo.into_iter()
+                .map(|(d, diff)| self.pull_layer(&plan, d, diff, progress)),
+        )
+        .buffer_unordered(3)
+        .try_collect::<Vec<_>>()
+        .await?;
 
         let config_digest = self.content.put_blob(&plan.config).await?;
         if config_digest != image_id {
@@ -320,7 +336,9 @@ impl ImageService {
                 .pull_blob_stream(&plan.oci_ref, &desc)
                 .await
                 .map_err(|e| EngineError::Internal(describe(&host, &e)))?;
-            let total = stream.content_length.or((desc.size > 0).then_some(desc.size as u64));
+            let total = stream
+                .content_length
+                .or((desc.size > 0).then_some(desc.size as u64));
             let mut w = self.content.blob_writer()?;
             let mut last = 0u64;
             while let Some(chunk) = stream.next().await {
@@ -335,17 +353,28 @@ impl ImageService {
                         .await;
                 }
             }
-            progress.send(Message::layer(&id, "Verifying Checksum")).await;
-            w.commit(&self.content, Some(&desc.digest)).await.map_err(|_| {
-                EngineError::Internal(format!(
-                    "filesystem layer verification failed for digest {}",
-                    desc.digest
-                ))
-            })?;
+            progress
+                .send(Message::layer(&id, "Verifying Checksum"))
+                .await;
+            w.commit(&self.content, Some(&desc.digest))
+                .await
+                .map_err(|_| {
+                    EngineError::Internal(format!(
+                        "filesystem layer verification failed for digest {}",
+                        desc.digest
+                    ))
+                })?;
         }
-        progress.send(Message::layer(&id, "Download complete")).await;
         progress
-            .send(Message::bytes(&id, "Extracting", 0, Some(desc.size.max(0) as u64)))
+            .send(Message::layer(&id, "Download complete"))
+            .await;
+        progress
+            .send(Message::bytes(
+                &id,
+                "Extracting",
+                0,
+                Some(desc.size.max(0) as u64),
+            ))
             .await;
         let content = self.content.clone();
         let blob = content.blob_path(&desc.digest);
@@ -375,7 +404,9 @@ impl ImageService {
                 }
                 Err(e) => {
                     let _ = std::fs::remove_dir_all(&tmp);
-                    Err(EngineError::Internal(format!("failed to register layer: {e}")))
+                    Err(EngineError::Internal(format!(
+                        "failed to register layer: {e}"
+                    )))
                 }
             }
         })

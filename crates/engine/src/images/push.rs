@@ -15,7 +15,11 @@ const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gz
 
 impl ImageService {
     /// Check what is to be pushed before streaming starts (unknown tag → 404).
-    pub async fn push_prepare(&self, name: &str, tag: Option<&str>) -> Result<(ImageRef, super::Image)> {
+    pub async fn push_prepare(
+        &self,
+        name: &str,
+        tag: Option<&str>,
+    ) -> Result<(ImageRef, super::Image)> {
         let full = match tag.filter(|t| !t.is_empty()) {
             Some(t) => format!("{name}:{t}"),
             None => name.to_string(),
@@ -55,7 +59,9 @@ impl ImageService {
         let layers = self.layers(img.id()).await?;
         for l in layers.iter().rev() {
             if let Some(b) = &l.blob_digest {
-                progress.send(Message::layer(&short_id(b), "Preparing")).await;
+                progress
+                    .send(Message::layer(&short_id(b), "Preparing"))
+                    .await;
             }
         }
         let mut descs = Vec::new();
@@ -67,14 +73,19 @@ impl ImageService {
                 )));
             };
             let id = short_id(&blob);
-            let media_type = l.media_type.clone().unwrap_or_else(|| DOCKER_LAYER_GZIP.into());
+            let media_type = l
+                .media_type
+                .clone()
+                .unwrap_or_else(|| DOCKER_LAYER_GZIP.into());
             let size = l.blob_size.unwrap_or(0);
             let exists = client
                 .blob_exists(&oci_ref, &blob)
                 .await
                 .map_err(|e| EngineError::Internal(describe(&host, &e)))?;
             if exists {
-                progress.send(Message::layer(&id, "Layer already exists")).await;
+                progress
+                    .send(Message::layer(&id, "Layer already exists"))
+                    .await;
             } else {
                 let data = self.content.read_blob(&blob).await?;
                 progress
@@ -113,7 +124,10 @@ impl ImageService {
                     .as_str()
                     .unwrap_or(oci_client::manifest::OCI_IMAGE_MEDIA_TYPE)
                     .to_string();
-                (img.rec.manifest.clone().unwrap_or_default().into_bytes(), mt)
+                (
+                    img.rec.manifest.clone().unwrap_or_default().into_bytes(),
+                    mt,
+                )
             }
             None => {
                 let m = json!({
@@ -148,7 +162,9 @@ impl ImageService {
             )))
             .await;
         progress
-            .send(Message::aux(json!({ "Tag": tag, "Digest": digest, "Size": body.len() })))
+            .send(Message::aux(
+                json!({ "Tag": tag, "Digest": digest, "Size": body.len() }),
+            ))
             .await;
         self.emit("push", img.id(), &r.familiar());
         Ok(digest)

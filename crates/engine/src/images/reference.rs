@@ -23,9 +23,9 @@ impl ImageRef {
         }
         let r: Reference = s.parse().map_err(|e: oci_client::ParseError| {
             EngineError::InvalidParameter(match e {
-                oci_client::ParseError::NameContainsUppercase => format!(
-                    "invalid reference format: repository name ({s}) must be lowercase"
-                ),
+                oci_client::ParseError::NameContainsUppercase => {
+                    format!("invalid reference format: repository name ({s}) must be lowercase")
+                }
                 _ => "invalid reference format".to_string(),
             })
         })?;

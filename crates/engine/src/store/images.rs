@@ -34,9 +34,11 @@ impl Store {
     }
 
     pub async fn list_images(&self) -> Result<Vec<ImageRecord>> {
-        Ok(sqlx::query_as("SELECT * FROM images ORDER BY created DESC, added_at DESC")
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT * FROM images ORDER BY created DESC, added_at DESC")
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     pub async fn image_ids_with_prefix(&self, prefix: &str) -> Result<Vec<String>> {
@@ -66,10 +68,12 @@ impl Store {
     }
 
     pub async fn layer_by_blob(&self, blob_digest: &str) -> Result<Option<LayerRecord>> {
-        Ok(sqlx::query_as("SELECT * FROM layers WHERE blob_digest = ? LIMIT 1")
-            .bind(blob_digest)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT * FROM layers WHERE blob_digest = ? LIMIT 1")
+                .bind(blob_digest)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     /// Record an unpacked layer. An existing row keeps its blob unless it had none.
@@ -177,15 +181,19 @@ impl Store {
     }
 
     pub async fn all_tags(&self) -> Result<Vec<(String, String)>> {
-        Ok(sqlx::query_as("SELECT name, image_id FROM tags ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT name, image_id FROM tags ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     pub async fn all_repo_digests(&self) -> Result<Vec<(String, String)>> {
-        Ok(sqlx::query_as("SELECT name, image_id FROM repo_digests ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT name, image_id FROM repo_digests ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     pub async fn set_tag(&self, name: &str, image_id: &str) -> Result<()> {

@@ -1,11 +1,14 @@
 //! The store: SQLite (WAL) is the source of truth about objects. Migrations run at start.
 
+pub mod containers;
 pub mod images;
 
 use std::path::Path;
 use std::str::FromStr;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 #[derive(Clone)]
 pub struct Store {

@@ -36,7 +36,11 @@ impl Reaper {
             if pid > 0 {
                 let mut m = self.lock();
                 if m.len() >= MAX_UNCLAIMED {
-                    m.clear();
+                    // Keep what someone may still be waiting for; drop the oldest unknowns.
+                    let drop_pids: Vec<i32> = m.keys().copied().take(MAX_UNCLAIMED / 2).collect();
+                    for p in drop_pids {
+                        m.remove(&p);
+                    }
                 }
                 m.insert(pid, status);
                 drop(m);
@@ -60,6 +64,23 @@ impl Reaper {
             }
             m = self.cv.wait(m).unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// Like [`Reaper::wait`] but keeps the record, so [`Reaper::reaped`] stays true (used for
+    /// the container's init, whose pid must never be signalled once reaped).
+    pub fn wait_keep(&self, pid: i32) -> i32 {
+        let mut m = self.lock();
+        loop {
+            if let Some(s) = m.get(&pid) {
+                return *s;
+            }
+            m = self.cv.wait(m).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Whether `pid` has been reaped and its record not yet claimed by `wait`.
+    pub fn reaped(&self, pid: i32) -> bool {
+        self.lock().contains_key(&pid)
     }
 }
 

@@ -145,7 +145,13 @@ impl Runtime for Runc {
         console_socket: Option<&Path>,
         stdio: Stdio3,
     ) -> RtResult {
-        let mut a = vec![os("create"), os("--bundle"), os(bundle), os("--pid-file"), os(pid_file)];
+        let mut a = vec![
+            os("create"),
+            os("--bundle"),
+            os(bundle),
+            os("--pid-file"),
+            os(pid_file),
+        ];
         if let Some(c) = console_socket {
             a.push(os("--console-socket"));
             a.push(os(c));

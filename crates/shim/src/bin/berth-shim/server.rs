@@ -8,17 +8,16 @@ use std::net::Shutdown;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Sender, SyncSender};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, Context, Result};
 use berth_shim::protocol::{
     exec_error_code, frame_header, parse_header, parse_resize, ExitFrame, ExitInfo, Request,
-    Response, Status, EXIT_FILE, INIT_PID_FILE, MAX_FRAME, MAX_REQUEST, SHIM_PID_FILE,
-    SOCKET_NAME, STREAM_CLOSE_STDIN, STREAM_EXIT, STREAM_RESIZE, STREAM_STDERR, STREAM_STDIN,
-    STREAM_STDOUT,
+    Response, Status, EXIT_FILE, INIT_PID_FILE, MAX_FRAME, MAX_REQUEST, SHIM_PID_FILE, SOCKET_NAME,
+    STREAM_CLOSE_STDIN, STREAM_EXIT, STREAM_RESIZE, STREAM_STDERR, STREAM_STDIN, STREAM_STDOUT,
 };
 
 use crate::jsonlog::{rfc3339_nano, JsonLog};
@@ -26,8 +25,10 @@ use crate::reaper::{decode_status, Reaper};
 use crate::runtime::{Runc, Runtime, Stdio3};
 use crate::{spawn_thread, sys, Args};
 
-/// Chunks queued per attacher before it is considered too slow and dropped.
-const SUB_QUEUE: usize = 256;
+/// Chunks queued per attacher (at most).
+const SUB_QUEUE: usize = 1024;
+/// Bytes queued per attacher before it is considered too slow and dropped.
+const SUB_MAX_PENDING: usize = 1 << 20;
 /// Read size for output pumps.
 const CHUNK: usize = 32 * 1024;
 /// How long to wait for output to drain after a process exited.
@@ -51,6 +52,10 @@ struct Sub {
     tx: SyncSender<Msg>,
     stdout: bool,
     stderr: bool,
+    /// Shut down when the attacher is dropped for being too slow, to unblock its writer.
+    sock: Option<UnixStream>,
+    /// Bytes queued and not yet written to the attacher.
+    pending: Arc<AtomicUsize>,
 }
 
 #[derive(Default)]
@@ -129,6 +134,7 @@ pub struct Shim {
     execs: Mutex<HashMap<String, Arc<File>>>,
     seq: AtomicU64,
     oom_files: Vec<PathBuf>,
+    init_reaped: AtomicBool,
 }
 
 /// Sets up and runs the shim. `ready` is taken (and "OK" written to it) once the container
@@ -234,6 +240,7 @@ pub fn run(args: Args, ready: &mut Option<File>) -> Result<()> {
         execs: Mutex::new(HashMap::new()),
         seq: AtomicU64::new(0),
         oom_files,
+        init_reaped: AtomicBool::new(false),
     });
     for (f, stream) in outs {
         let g = shim.pumps.guard();
@@ -447,7 +454,23 @@ impl Shim {
             } else {
                 s.stdout
             };
-            !want || s.tx.try_send(Msg::Data(stream, d.clone())).is_ok()
+            if !want {
+                return true;
+            }
+            let queued = s.pending.fetch_add(d.len(), Ordering::Relaxed) + d.len();
+            let sent = queued <= SUB_MAX_PENDING
+                && match s.tx.try_send(Msg::Data(stream, d.clone())) {
+                    Ok(()) => true,
+                    Err(TrySendError::Full(_)) => false,
+                    Err(TrySendError::Disconnected(_)) => return false,
+                };
+            if !sent {
+                // Too slow: disconnect it rather than wait or buffer without bound.
+                if let Some(sock) = &s.sock {
+                    let _ = sock.shutdown(Shutdown::Both);
+                }
+            }
+            sent
         });
     }
 
@@ -466,7 +489,8 @@ impl Shim {
 
     /// Waits for the init to exit, records it, cleans up and exits the shim.
     fn monitor(self: Arc<Self>) {
-        let status = self.reaper.wait(self.pid);
+        let status = self.reaper.wait_keep(self.pid);
+        self.init_reaped.store(true, Ordering::SeqCst);
         let finished_at = rfc3339_nano(SystemTime::now());
         let (exit_code, signal) = decode_status(status);
         let oom_killed = self.oom_kills() > 0;
@@ -507,8 +531,10 @@ impl Shim {
                 let _ = s.tx.try_send(Msg::Exit(frame.clone()));
             }
         }
+        // New clients now find no socket and read exit.json instead.
+        let _ = fs::remove_file(self.state_dir.join(SOCKET_NAME));
         self.flush.wait_zero(FLUSH);
-        for f in [SOCKET_NAME, SHIM_PID_FILE, "console.sock"] {
+        for f in [SHIM_PID_FILE, "console.sock"] {
             let _ = fs::remove_file(self.state_dir.join(f));
         }
         std::process::exit(0);
@@ -606,11 +632,14 @@ impl Shim {
 
     fn kill(&self, signal: i32) -> Result<(), String> {
         let st = lock(&self.st);
-        if st.status == Status::Exited {
+        if st.status == Status::Exited
+            || self.init_reaped.load(Ordering::SeqCst)
+            || self.reaper.reaped(self.pid)
+        {
             return Err("container is not running".into());
         }
-        // SAFETY: kill(2) with plain integers; the init has not been reported exited, so the
-        // pid is still the container's (the shim reaps it, so it cannot be reused before).
+        // SAFETY: kill(2) with plain integers. The init has not been reaped (the shim is its
+        // reaper), so the pid still names the container's init and cannot have been reused.
         if unsafe { libc::kill(self.pid, signal) } < 0 {
             let e = io::Error::last_os_error();
             drop(st);
@@ -677,13 +706,20 @@ impl Shim {
     fn attach(self: Arc<Self>, stream: UnixStream, stdin: bool, stdout: bool, stderr: bool) {
         let _g = self.flush.guard();
         let (tx, rx) = mpsc::sync_channel(SUB_QUEUE);
+        let pending = Arc::new(AtomicUsize::new(0));
         {
             let mut bus = lock(&self.bus);
             match &bus.exit {
                 Some(f) => {
                     let _ = tx.try_send(Msg::Exit(f.clone()));
                 }
-                None => bus.subs.push(Sub { tx, stdout, stderr }),
+                None => bus.subs.push(Sub {
+                    tx,
+                    stdout,
+                    stderr,
+                    sock: stream.try_clone().ok(),
+                    pending: pending.clone(),
+                }),
             }
         }
         if reply(&stream, &Response::ok()).is_err() {
@@ -716,6 +752,7 @@ impl Shim {
                     if write_frame(&stream, s, &d).is_err() {
                         break;
                     }
+                    pending.fetch_sub(d.len(), Ordering::Relaxed);
                 }
                 Msg::Exit(f) => {
                     let _ = write_exit_frame(&stream, &f);
@@ -780,11 +817,7 @@ impl Shim {
                     stderr: Stdio::from(ew),
                 };
                 self.runtime.exec(&self.id, &pfile, &pidf, None, stdio)?;
-                Ok((
-                    vec![(or, STREAM_STDOUT), (er, STREAM_STDERR)],
-                    input,
-                    None,
-                ))
+                Ok((vec![(or, STREAM_STDOUT), (er, STREAM_STDERR)], input, None))
             })()
         };
         let _ = fs::remove_file(&pfile);
