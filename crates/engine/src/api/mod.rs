@@ -51,7 +51,8 @@ pub fn router(engine: Arc<Engine>) -> Router {
 }
 
 async fn not_found(req: Request) -> EngineError {
-    EngineError::NotFound(format!("page not found: {}", req.uri().path()))
+    tracing::debug!(path = %req.uri().path(), "no route");
+    EngineError::NotFound("page not found".into())
 }
 
 /// Strip `/vX.Y` from the path (refusing versions we do not speak, as dockerd does) and stamp

@@ -56,15 +56,12 @@ impl ImageService {
         let mut by_id: Vec<(Image, Vec<String>)> = Vec::new();
         for n in names {
             let img = self.resolve(n).await?;
-            // A name that is a reference saves that tag; an id saves all the image's tags.
+            // A reference saves that tag; an id saves the image untagged, as dockerd does.
+            let by_id_name =
+                crate::util::digest_hex(img.id()).starts_with(n.trim_start_matches("sha256:"));
             let tags: Vec<String> = match ImageRef::parse_default_tag(n) {
-                Ok(r)
-                    if !crate::util::digest_hex(img.id())
-                        .starts_with(n.trim_start_matches("sha256:")) =>
-                {
-                    r.tagged().into_iter().collect()
-                }
-                _ => img.tags.clone(),
+                Ok(r) if !by_id_name => r.tagged().into_iter().collect(),
+                _ => Vec::new(),
             };
             if let Some(e) = by_id.iter_mut().find(|(i, _)| i.id() == img.id()) {
                 e.1.extend(tags);

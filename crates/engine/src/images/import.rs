@@ -40,7 +40,7 @@ impl ImageService {
             .filter(|m| !m.is_empty())
             .map(str::to_string)
             .unwrap_or_else(|| format!("Imported from {source}"));
-        let config = json!({
+        let mut config = json!({
             "architecture": arch,
             "os": os,
             "created": now,
@@ -48,6 +48,9 @@ impl ImageService {
             "rootfs": { "type": "layers", "diff_ids": [layer.diff_id] },
             "history": [{ "created": now, "comment": comment }],
         });
+        if let Some(m) = message.filter(|m| !m.is_empty()) {
+            config["comment"] = json!(m);
+        }
         let id = self
             .commit_config(&config, std::slice::from_ref(&layer.diff_id), None, &tags)
             .await?;

@@ -127,6 +127,9 @@ impl ImageService {
 
     /// Find an image the way dockerd does: full id, reference (tag or digest), then id prefix.
     pub async fn resolve(&self, name: &str) -> Result<Image> {
+        if !is_hexish(name) {
+            ImageRef::parse(name)?;
+        }
         match self.try_resolve(name).await? {
             Some(i) => Ok(i),
             None => Err(self.not_found(name)),
@@ -257,50 +260,44 @@ impl ImageService {
         if by_ref {
             let r = ImageRef::parse_default_tag(name)?;
             let key = r.digested().or(r.tagged()).unwrap_or_default();
-            // Once its last tag goes, digests of the same repository go with it, as in dockerd.
-            let others: Vec<&String> = img
+            let repo = r.name();
+            // Once a repository's last tag goes, its digests go with it, as in dockerd.
+            let mut removing = vec![key.clone()];
+            let other_tag_in_repo = img.tags.iter().any(|t| *t != key && repo_of(t) == repo);
+            if r.digest.is_none() && !other_tag_in_repo {
+                removing.extend(img.digests.iter().filter(|d| repo_of(d) == repo).cloned());
+            }
+            let remaining = img
                 .tags
                 .iter()
                 .chain(img.digests.iter())
-                .filter(|t| **t != key && !(r.digest.is_none() && same_repo(t, &r.name())))
-                .collect();
-            let last_tag_of_repo = !img
-                .tags
-                .iter()
-                .any(|t| *t != key && t.starts_with(&format!("{}:", r.name())));
-            if !others.is_empty() || !last_tag_of_repo {
-                self.untag_one(&img, &key, &mut out).await?;
+                .filter(|t| !removing.contains(t))
+                .count();
+            if remaining > 0 {
+                for k in &removing {
+                    self.untag_one(&img, k, &mut out).await?;
+                }
                 return Ok(out);
             }
-            if let Some((cid, running)) = users.first() {
+            if let Some((cid, _running)) = users.first() {
                 if !force {
                     return Err(EngineError::Conflict(format!(
                         "conflict: unable to remove repository reference \"{name}\" (must force) - container {} is using its referenced image {sid}",
                         short_id(cid)
                     )));
                 }
-                {
-                    // Forced: untag, but keep the image the container still needs.
-                    let _ = running;
-                    for t in img.tags.iter().chain(img.digests.iter()) {
-                        self.untag_one(&img, t, &mut out).await?;
-                    }
-                    return Ok(out);
+                // Forced: untag, but keep the image the container still needs.
+                for t in img.tags.iter().chain(img.digests.iter()) {
+                    self.untag_one(&img, t, &mut out).await?;
                 }
+                return Ok(out);
             }
         } else {
             let repos: HashSet<String> = img
                 .tags
                 .iter()
                 .chain(img.digests.iter())
-                .map(|t| {
-                    t.split(['@'])
-                        .next()
-                        .unwrap_or(t)
-                        .rsplit_once(':')
-                        .map_or(t.as_str(), |(a, _)| a)
-                        .to_string()
-                })
+                .map(|t| repo_of(t))
                 .collect();
             if repos.len() > 1 && !force {
                 return Err(EngineError::Conflict(format!(
@@ -558,6 +555,14 @@ fn is_id_like(name: &str, id: &str) -> bool {
     is_hexish(h) && crate::util::digest_hex(id).starts_with(&h.to_ascii_lowercase())
 }
 
-fn same_repo(stored: &str, repo: &str) -> bool {
-    stored.split('@').next() == Some(repo)
+/// The repository part of a stored `registry/repo:tag` or `registry/repo@digest`.
+fn repo_of(stored: &str) -> String {
+    if let Some((repo, _)) = stored.split_once('@') {
+        return repo.to_string();
+    }
+    match stored.rsplit_once(':') {
+        // A colon after the last slash separates the tag; before it, it is a registry port.
+        Some((repo, tag)) if !tag.contains('/') => repo.to_string(),
+        _ => stored.to_string(),
+    }
 }
