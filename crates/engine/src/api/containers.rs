@@ -361,11 +361,11 @@ async fn list(State(e): State<Arc<Engine>>, p: Params) -> Result<Json<Vec<Value>
         {
             continue;
         }
-        if !f.get("exited").is_empty()
-            && !(r.state.status == Status::Exited
-                && f.get("exited")
-                    .iter()
-                    .any(|x| x.parse::<i64>().ok() == Some(r.state.exit_code)))
+        let exited_match = r.state.status == Status::Exited
+            && f.get("exited")
+                .iter()
+                .any(|x| x.parse::<i64>().ok() == Some(r.state.exit_code));
+        if !f.get("exited").is_empty() && !exited_match
         {
             continue;
         }

@@ -208,9 +208,6 @@ impl Filters {
     pub fn get(&self, k: &str) -> &[String] {
         self.0.get(k).map(|v| v.as_slice()).unwrap_or(&[])
     }
-    pub fn has(&self, k: &str) -> bool {
-        self.0.contains_key(k)
-    }
     /// Refuse keys this endpoint does not know, as dockerd does.
     pub fn only(&self, allowed: &[&str]) -> Result<(), EngineError> {
         for k in self.0.keys() {

@@ -70,21 +70,31 @@ pub enum Ended {
     ClientGone,
 }
 
+/// How a session pipes: which streams, and what stdin EOF and the detach keys do.
+pub struct PipeOpts {
+    pub tty: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub stdin: bool,
+    /// Close the process's stdin when the client half-closes (StdinOnce, exec).
+    pub close_on_eof: bool,
+    pub detach: Vec<u8>,
+}
+
 /// Pump between a client connection and a shim stream until the process ends, the client
 /// detaches, or the client goes away.
-pub async fn pipe<IO>(
-    client: IO,
-    shim: UnixStream,
-    tty: bool,
-    want_stdout: bool,
-    want_stderr: bool,
-    stdin: bool,
-    close_on_eof: bool,
-    detach: Vec<u8>,
-) -> Ended
+pub async fn pipe<IO>(client: IO, shim: UnixStream, o: PipeOpts) -> Ended
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let PipeOpts {
+        tty,
+        stdout: want_stdout,
+        stderr: want_stderr,
+        stdin,
+        close_on_eof,
+        detach,
+    } = o;
     let (mut cr, mut cw) = tokio::io::split(client);
     let (mut sr, mut sw) = shim.into_split();
     let input = async move {
@@ -261,17 +271,15 @@ impl ContainerService {
             let _ = io.shutdown().await;
             return Ok(());
         };
-        let ended = pipe(
-            io,
-            stream,
+        let opts = PipeOpts {
             tty,
-            o.stdout,
-            o.stderr,
-            o.stdin,
-            stdin_once,
-            if o.stdin { detach } else { vec![] },
-        )
-        .await;
+            stdout: o.stdout,
+            stderr: o.stderr,
+            stdin: o.stdin,
+            close_on_eof: stdin_once,
+            detach: if o.stdin { detach } else { vec![] },
+        };
+        let ended = pipe(io, stream, opts).await;
         if let Ended::Detached = ended {
             let r = c.rec.read().await.clone();
             self.emit("detach", &r, &[]);

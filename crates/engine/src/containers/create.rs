@@ -218,9 +218,9 @@ fn normalize_host_config(h: &mut HostConfig) -> Result<()> {
         if matches!(rp.name, Some(R::ALWAYS | R::UNLESS_STOPPED | R::NO))
             && rp.maximum_retry_count.unwrap_or(0) != 0
         {
-            return Err(EngineError::invalid(format!(
-                "invalid restart policy: maximum retry count can only be used with 'on-failure'"
-            )));
+            return Err(EngineError::invalid(
+                "invalid restart policy: maximum retry count can only be used with 'on-failure'",
+            ));
         }
         if h.auto_remove == Some(true) && !matches!(rp.name, None | Some(R::NO) | Some(R::EMPTY)) {
             return Err(EngineError::invalid(

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::attach::{parse_detach_keys, pipe, Ended};
+use super::attach::{parse_detach_keys, pipe, Ended, PipeOpts};
 use super::logs::frame;
 use super::{Container, ContainerService, Status};
 use crate::error::{EngineError, Result};
@@ -260,20 +260,15 @@ impl ContainerService {
                 }
                 let detach_keys =
                     parse_detach_keys(cfg.detach_keys.as_deref().unwrap_or("ctrl-p,ctrl-q"))?;
-                let ended = pipe(
-                    client,
-                    stream,
-                    cfg.tty,
-                    cfg.attach_stdout,
-                    cfg.attach_stderr,
-                    cfg.attach_stdin,
-                    true,
-                    if cfg.attach_stdin {
-                        detach_keys
-                    } else {
-                        vec![]
-                    },
-                )
+                let opts = PipeOpts {
+                    tty: cfg.tty,
+                    stdout: cfg.attach_stdout,
+                    stderr: cfg.attach_stderr,
+                    stdin: cfg.attach_stdin,
+                    close_on_eof: true,
+                    detach: if cfg.attach_stdin { detach_keys } else { vec![] },
+                };
+                let ended = pipe(client, stream, opts)
                 .await;
                 match ended {
                     Ended::Exited(ef) => finish(ef.map(|e| e.exit_code as i64).unwrap_or(-1)),

@@ -649,9 +649,9 @@ impl ContainerService {
         let new = super::names::validate(new)?;
         let old = c.rec.read().await.name.clone();
         if old == new {
-            return Err(EngineError::invalid(format!(
-                "Renaming a container with the same name as its current name"
-            )));
+            return Err(EngineError::invalid(
+                "Renaming a container with the same name as its current name",
+            ));
         }
         if let Ok(other) = self.get(&new).await {
             if other.rec.read().await.name == new {

@@ -195,6 +195,9 @@ pub enum SpecError {
 pub struct HostInfo {
     /// /proc/sys/kernel/cap_last_cap: capabilities 0..=this exist.
     pub cap_last_cap: u32,
+    /// The engine's own bounding set (CapBnd of /proc/self/status): a container cannot get a
+    /// capability the engine lacks, so `--privileged` and `--cap-add ALL` stop there.
+    pub cap_bounding: u64,
     pub kernel: KernelVersion,
     /// Swap limits can be set (memory.memsw.* on cgroup v1).
     pub swap_limit: bool,
@@ -219,8 +222,17 @@ impl HostInfo {
         } else {
             Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
         };
+        let cap_bounding = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|st| {
+                st.lines()
+                    .find_map(|l| l.strip_prefix("CapBnd:"))
+                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            })
+            .unwrap_or(u64::MAX);
         HostInfo {
             cap_last_cap,
+            cap_bounding,
             kernel: KernelVersion::current().unwrap_or(KernelVersion(5, 10, 0)),
             swap_limit,
             ping_group_range: Path::new("/proc/sys/net/ipv4/ping_group_range").exists(),
@@ -324,6 +336,20 @@ pub fn all_caps(last_cap: u32) -> Vec<String> {
         .collect()
 }
 
+/// What `--privileged` and `--cap-add ALL` give on this host: every capability the kernel
+/// knows that the engine itself holds in its bounding set.
+pub fn available_caps(host: &HostInfo) -> Vec<String> {
+    all_caps(host.cap_last_cap)
+        .into_iter()
+        .filter(|c| cap_number(c).is_some_and(|n| host.cap_bounding & (1u64 << n) != 0))
+        .collect()
+}
+
+/// [`available_caps`] of this host (the capability set of a privileged container or exec).
+pub fn privileged_caps() -> Vec<String> {
+    available_caps(HostInfo::get())
+}
+
 /// The bit mask of a capability set, as /proc/<pid>/status shows it (CapEff etc.).
 pub fn caps_mask(caps: &[String]) -> u64 {
     caps.iter()
@@ -359,11 +385,12 @@ pub fn tweak_capabilities(
     adds: &[String],
     drops: &[String],
     privileged: bool,
-    last_cap: u32,
+    host: &HostInfo,
 ) -> Result<Vec<String>, SpecError> {
     if privileged {
-        return Ok(all_caps(last_cap));
+        return Ok(available_caps(host));
     }
+    let last_cap = host.cap_last_cap;
     let basics = DEFAULT_CAPS.iter().map(|s| (*s).to_string());
     if adds.is_empty() && drops.is_empty() {
         return Ok(basics.collect());
@@ -372,7 +399,7 @@ pub fn tweak_capabilities(
     let add = normalize_caps(adds, last_cap)?;
     let all = "ALL".to_string();
     let caps: Vec<String> = if add.contains(&all) {
-        all_caps(last_cap)
+        available_caps(host)
             .into_iter()
             .filter(|c| !drop.contains(c))
             .collect()
@@ -1435,12 +1462,7 @@ pub fn build_spec_with_host(input: &SpecInput, host: &HostInfo) -> Result<Value,
         )));
     }
     let security = parse_security_opts(&input.security_opt)?;
-    let caps = tweak_capabilities(
-        &input.cap_add,
-        &input.cap_drop,
-        input.privileged,
-        host.cap_last_cap,
-    )?;
+    let caps = tweak_capabilities(&input.cap_add, &input.cap_drop, input.privileged, host)?;
 
     // --init only makes sense as PID 1 of a PID namespace of the container's own.
     let init = input
@@ -1649,6 +1671,7 @@ mod tests {
     fn host() -> HostInfo {
         HostInfo {
             cap_last_cap: 40,
+            cap_bounding: (1u64 << 41) - 1,
             kernel: KernelVersion(6, 1, 0),
             swap_limit: true,
             ping_group_range: true,
@@ -1805,7 +1828,8 @@ mod tests {
 
     #[test]
     fn capability_math() {
-        let t = |add: &[&str], drop: &[&str]| tweak_capabilities(&s(add), &s(drop), false, 40);
+        let h = host();
+        let t = |add: &[&str], drop: &[&str]| tweak_capabilities(&s(add), &s(drop), false, &h);
         let with_admin = t(&["NET_ADMIN"], &[]).expect("ok");
         assert_eq!(with_admin.len(), 15);
         assert_eq!(with_admin.last().map(String::as_str), Some("CAP_NET_ADMIN"));
@@ -1830,11 +1854,25 @@ mod tests {
             "unknown capability: \"CAP_FOO\""
         );
         // A kernel that stops at CAP_AUDIT_READ does not know CAP_BPF.
-        assert!(tweak_capabilities(&s(&["BPF"]), &[], false, 37).is_err());
+        let old = HostInfo {
+            cap_last_cap: 37,
+            ..host()
+        };
+        assert!(tweak_capabilities(&s(&["BPF"]), &[], false, &old).is_err());
         assert_eq!(
-            tweak_capabilities(&[], &[], true, 37).expect("ok").len(),
+            tweak_capabilities(&[], &[], true, &old).expect("ok").len(),
             38
         );
+        // An engine without CAP_SYS_RESOURCE (24) cannot hand it out with --privileged or ALL.
+        let restricted = HostInfo {
+            cap_bounding: ((1u64 << 41) - 1) & !(1u64 << 24),
+            ..host()
+        };
+        let privileged = tweak_capabilities(&[], &[], true, &restricted).expect("ok");
+        assert_eq!(privileged.len(), 40);
+        assert!(!privileged.contains(&"CAP_SYS_RESOURCE".into()));
+        let all = tweak_capabilities(&s(&["ALL"]), &[], false, &restricted).expect("ok");
+        assert_eq!(caps_mask(&all), 0x0000_01ff_feff_ffff);
         assert_eq!(cap_name(21).as_deref(), Some("CAP_SYS_ADMIN"));
         assert_eq!(cap_name(41), None);
     }

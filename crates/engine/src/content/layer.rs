@@ -87,7 +87,7 @@ pub fn unpack<R: Read>(src: R, dest: &Path) -> io::Result<Unpacked> {
                 std::fs::create_dir_all(&parent)?;
                 let target = parent.join(hidden);
                 remove_any(&target)?;
-                mknod(&target, libc::S_IFCHR | 0o000, 0)?;
+                mknod(&target, libc::S_IFCHR, 0)?;
                 continue;
             }
             let kind = e.header().entry_type();
@@ -261,64 +261,6 @@ fn walk<W: io::Write>(b: &mut tar::Builder<W>, root: &Path, rel: &Path) -> io::R
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tar_with(entries: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for (name, data) in entries {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            h.set_entry_type(tar::EntryType::Regular);
-            b.append_data(&mut h, name, *data).unwrap();
-        }
-        b.into_inner().unwrap()
-    }
-
-    #[test]
-    fn unpack_hashes_and_converts_whiteouts() {
-        let data = tar_with(&[
-            ("a/file", b"hello"),
-            ("a/.wh.gone", b""),
-            ("b/.wh..wh..opq", b""),
-        ]);
-        let d = tempfile::tempdir().unwrap();
-        let u = unpack(io::Cursor::new(data.clone()), d.path()).unwrap();
-        assert_eq!(u.diff_id, crate::util::sha256_digest(&data));
-        assert_eq!(u.size, 5);
-        assert_eq!(std::fs::read(d.path().join("a/file")).unwrap(), b"hello");
-        let md = std::fs::symlink_metadata(d.path().join("a/gone")).unwrap();
-        assert!(is_whiteout(&md));
-        // Packing gives the Docker whiteout back.
-        let packed = pack_dir(d.path(), Vec::new()).unwrap();
-        let mut ar = tar::Archive::new(io::Cursor::new(packed));
-        let names: Vec<String> = ar
-            .entries()
-            .unwrap()
-            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
-            .collect();
-        assert!(names.contains(&"a/.wh.gone".to_string()), "{names:?}");
-        assert!(names.contains(&"a/file".to_string()));
-    }
-
-    #[test]
-    fn rejects_escaping_paths() {
-        let mut b = tar::Builder::new(Vec::new());
-        let mut h = tar::Header::new_gnu();
-        h.set_size(1);
-        h.set_mode(0o644);
-        // set_path refuses "..", so write the name bytes directly.
-        h.as_gnu_mut().unwrap().name[..7].copy_from_slice(b"../evil");
-        h.set_cksum();
-        b.append(&h, &b"x"[..]).unwrap();
-        let data = b.into_inner().unwrap();
-        let d = tempfile::tempdir().unwrap();
-        assert!(unpack(io::Cursor::new(data), d.path()).is_err());
-    }
-}
-
 /// Passes bytes through to `out` as they are read.
 struct TeeReader<R, W> {
     inner: R,
@@ -386,3 +328,62 @@ pub fn ingest(src: Box<dyn Read + Send>, dest: &Path, gz_path: &Path) -> io::Res
         blob_size: hw.size,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_with(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn unpack_hashes_and_converts_whiteouts() {
+        let data = tar_with(&[
+            ("a/file", b"hello"),
+            ("a/.wh.gone", b""),
+            ("b/.wh..wh..opq", b""),
+        ]);
+        let d = tempfile::tempdir().unwrap();
+        let u = unpack(io::Cursor::new(data.clone()), d.path()).unwrap();
+        assert_eq!(u.diff_id, crate::util::sha256_digest(&data));
+        assert_eq!(u.size, 5);
+        assert_eq!(std::fs::read(d.path().join("a/file")).unwrap(), b"hello");
+        let md = std::fs::symlink_metadata(d.path().join("a/gone")).unwrap();
+        assert!(is_whiteout(&md));
+        // Packing gives the Docker whiteout back.
+        let packed = pack_dir(d.path(), Vec::new()).unwrap();
+        let mut ar = tar::Archive::new(io::Cursor::new(packed));
+        let names: Vec<String> = ar
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.contains(&"a/.wh.gone".to_string()), "{names:?}");
+        assert!(names.contains(&"a/file".to_string()));
+    }
+
+    #[test]
+    fn rejects_escaping_paths() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        // set_path refuses "..", so write the name bytes directly.
+        h.as_gnu_mut().unwrap().name[..7].copy_from_slice(b"../evil");
+        h.set_cksum();
+        b.append(&h, &b"x"[..]).unwrap();
+        let data = b.into_inner().unwrap();
+        let d = tempfile::tempdir().unwrap();
+        assert!(unpack(io::Cursor::new(data), d.path()).is_err());
+    }
+}
+

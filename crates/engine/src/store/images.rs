@@ -67,15 +67,6 @@ impl Store {
             .await?)
     }
 
-    pub async fn layer_by_blob(&self, blob_digest: &str) -> Result<Option<LayerRecord>> {
-        Ok(
-            sqlx::query_as("SELECT * FROM layers WHERE blob_digest = ? LIMIT 1")
-                .bind(blob_digest)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
-    }
-
     /// Record an unpacked layer. An existing row keeps its blob unless it had none.
     pub async fn put_layer(&self, l: &LayerRecord) -> Result<()> {
         sqlx::query(
