@@ -234,3 +234,34 @@ def test_stale_pidfile_and_socket_are_replaced(berthd):
 def test_log_written(berthd):
     berthd.api("GET", "/version")
     assert os.path.getsize(berthd.log_path) > 0
+
+
+# --- socket activation (-H fd://), as the systemd unit starts berthd ---------
+
+def test_socket_activation(tmp_path):
+    from lib.berthd import BERTHD_BIN
+    import shutil
+    import subprocess
+    act = shutil.which("systemd-socket-activate")
+    if act is None:
+        pytest.skip("systemd-socket-activate is not installed (package systemd)")
+    sock = tmp_path / "d.sock"
+    proc = subprocess.Popen(
+        [act, "-l", str(sock), BERTHD_BIN, "-H", "fd://", "--data-root", str(tmp_path / "root"),
+         "--pidfile", str(tmp_path / "pid")],
+        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "log", "w"))
+    try:
+        deadline = time.time() + 20
+        out = None
+        while time.time() < deadline:
+            cp = subprocess.run(["docker", "version", "--format", "{{.Server.APIVersion}}"],
+                                env={**os.environ, "DOCKER_HOST": f"unix://{sock}"},
+                                capture_output=True, text=True, timeout=20)
+            if cp.returncode == 0:
+                out = cp.stdout.strip()
+                break
+            time.sleep(0.2)
+        assert out == API_VERSION, (tmp_path / "log").read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0

@@ -12,7 +12,7 @@ use clap::Parser;
     about = "Berth container engine (Docker Engine API v1.44)"
 )]
 pub struct Args {
-    /// Daemon socket to listen on (unix:///path only).
+    /// Daemon socket to listen on: unix:///path, or fd:// for sockets passed by systemd.
     #[arg(
         short = 'H',
         long = "host",
@@ -70,7 +70,11 @@ impl Config {
         let host = a.host.last().cloned().unwrap_or_default();
         let socket = match host.strip_prefix("unix://") {
             Some(p) if !p.is_empty() => PathBuf::from(p),
-            _ => bail!("unsupported -H {host:?}: only unix:///path sockets are served"),
+            // Socket activation: the listener comes from systemd (LISTEN_FDS).
+            _ if host == "fd://" => PathBuf::new(),
+            _ => bail!(
+                "unsupported -H {host:?}: only unix:///path sockets and fd:// are served"
+            ),
         };
         let mut mirrors = Vec::new();
         for m in &a.registry_mirror {

@@ -112,7 +112,31 @@ fn write_pidfile(path: &Path) -> anyhow::Result<()> {
 }
 
 /// Bind the API socket: `root:GROUP`, mode 0660, as dockerd does (root:root if the group is missing).
+/// The listening socket systemd passed us (`LISTEN_PID`/`LISTEN_FDS`, first fd is 3).
+fn activated_socket() -> anyhow::Result<tokio::net::UnixListener> {
+    use std::os::fd::FromRawFd;
+    let pid: u32 = std::env::var("LISTEN_PID")
+        .context("-H fd:// needs socket activation (LISTEN_PID is not set)")?
+        .parse()
+        .context("invalid LISTEN_PID")?;
+    let n: i32 = std::env::var("LISTEN_FDS")
+        .context("LISTEN_FDS is not set")?
+        .parse()
+        .context("invalid LISTEN_FDS")?;
+    if pid != std::process::id() || n < 1 {
+        bail!("no socket was passed to this process (LISTEN_PID={pid}, LISTEN_FDS={n})");
+    }
+    // SAFETY: systemd hands over fd 3 as an open listening socket owned by this process from
+    // now on; nothing else in berthd uses fd 3 this early.
+    let std_listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(3) };
+    std_listener.set_nonblocking(true)?;
+    Ok(tokio::net::UnixListener::from_std(std_listener)?)
+}
+
 fn bind_socket(cfg: &Config) -> anyhow::Result<tokio::net::UnixListener> {
+    if cfg.socket.as_os_str().is_empty() {
+        return activated_socket();
+    }
     let path = &cfg.socket;
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
@@ -231,7 +255,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     // Long streams (events, logs -f, attach) would hold graceful shutdown forever; give them 3 s.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(3), server).await;
-    let _ = std::fs::remove_file(&cfg.socket);
+    if !cfg.socket.as_os_str().is_empty() {
+        let _ = std::fs::remove_file(&cfg.socket);
+    }
     let _ = std::fs::remove_file(&cfg.pidfile);
     engine.images.store.pool.close().await;
     tracing::info!("berthd stopped");
