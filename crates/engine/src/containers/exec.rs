@@ -158,11 +158,8 @@ impl ContainerService {
             p["user"] = json!({"uid": ru.uid, "gid": ru.gid, "additionalGids": ru.additional_gids});
         }
         if e.privileged {
-            let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-                .unwrap_or(40);
-            let all: Vec<String> = (0..=last).filter_map(super::spec::cap_name).collect();
+            // What the engine itself holds, as for a privileged container.
+            let all = super::spec::privileged_caps();
             p["capabilities"] = json!({"bounding": all, "effective": all, "permitted": all});
         }
         if let Some(cs) = &e.console_size {

@@ -69,6 +69,8 @@ pub struct SyscallRule {
     pub errno_ret: Option<u32>,
     #[serde(default, deserialize_with = "null_default")]
     pub args: Vec<Arg>,
+    /// Documentation only; never part of the filter.
+    #[allow(dead_code)]
     #[serde(default, deserialize_with = "null_default")]
     pub comment: String,
     #[serde(default, deserialize_with = "null_default")]

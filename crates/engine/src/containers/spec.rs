@@ -69,6 +69,7 @@ pub struct SpecInput {
     pub memory_swap: i64,
     pub memory_reservation: i64,
     /// Ignored, as by Docker 25 and runc 1.1 (kernel memory limits are gone).
+    #[allow(dead_code)]
     pub kernel_memory: i64,
     pub nano_cpus: i64,
     pub cpu_shares: i64,
@@ -346,11 +347,13 @@ pub fn available_caps(host: &HostInfo) -> Vec<String> {
 }
 
 /// [`available_caps`] of this host (the capability set of a privileged container or exec).
+#[allow(dead_code)] // API for `exec --privileged`
 pub fn privileged_caps() -> Vec<String> {
     available_caps(HostInfo::get())
 }
 
 /// The bit mask of a capability set, as /proc/<pid>/status shows it (CapEff etc.).
+#[allow(dead_code)] // API for tests and diagnostics
 pub fn caps_mask(caps: &[String]) -> u64 {
     caps.iter()
         .filter_map(|c| cap_number(c))
@@ -490,6 +493,7 @@ fn valid_device_mode(mode: &str) -> bool {
 }
 
 /// Parse `--device host[:container][:perms]` (docker CLI `ValidateDevice` + `parseDevice`).
+#[allow(dead_code)] // API: the Engine API sends devices already parsed
 pub fn parse_device(s: &str) -> Result<DeviceMapping, SpecError> {
     let bad = SpecError::InvalidDevice;
     if s.matches(':').count() > 2 {
