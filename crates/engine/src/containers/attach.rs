@@ -276,7 +276,9 @@ impl ContainerService {
             stdout: o.stdout,
             stderr: o.stderr,
             stdin: o.stdin,
-            close_on_eof: stdin_once,
+            // As dockerd: a client's EOF closes stdin only without a TTY (with one, a detaching
+            // CLI just goes away and the shell must live on).
+            close_on_eof: stdin_once && !tty,
             detach: if o.stdin { detach } else { vec![] },
         };
         let ended = pipe(io, stream, opts).await;

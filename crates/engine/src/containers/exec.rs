@@ -262,7 +262,7 @@ impl ContainerService {
                     stdout: cfg.attach_stdout,
                     stderr: cfg.attach_stderr,
                     stdin: cfg.attach_stdin,
-                    close_on_eof: true,
+                    close_on_eof: !cfg.tty,
                     detach: if cfg.attach_stdin { detach_keys } else { vec![] },
                 };
                 let ended = pipe(client, stream, opts)
