@@ -72,9 +72,7 @@ impl Config {
             Some(p) if !p.is_empty() => PathBuf::from(p),
             // Socket activation: the listener comes from systemd (LISTEN_FDS).
             _ if host == "fd://" => PathBuf::new(),
-            _ => bail!(
-                "unsupported -H {host:?}: only unix:///path sockets and fd:// are served"
-            ),
+            _ => bail!("unsupported -H {host:?}: only unix:///path sockets and fd:// are served"),
         };
         let mut mirrors = Vec::new();
         for m in &a.registry_mirror {

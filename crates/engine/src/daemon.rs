@@ -25,6 +25,7 @@ pub struct Engine {
     pub images: Arc<ImageService>,
     pub containers: Arc<ContainerService>,
     pub volumes: Arc<VolumeService>,
+    pub networks: Arc<crate::networks::NetworkService>,
 }
 
 impl Engine {
@@ -212,11 +213,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         &cfg.data_root,
         events.clone(),
     )?);
+    let networks =
+        crate::networks::NetworkService::open(store.clone(), events.clone(), &cfg.data_root)
+            .await
+            .context("opening the network service")?;
     let containers = ContainerService::open(
         cfg.clone(),
         store.clone(),
         images.clone(),
         volumes.clone(),
+        networks.clone(),
         events.clone(),
     )
     .await
@@ -228,6 +234,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         images,
         containers: containers.clone(),
         volumes,
+        networks,
     });
 
     let listener = bind_socket(&cfg)?;
@@ -253,6 +260,24 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
     }
     let _ = stop_tx.send(true);
+    // Bridges nobody running uses are removed; running containers keep theirs (live restore).
+    let mut busy = Vec::new();
+    for c in engine.containers.all() {
+        let r = c.rec.read().await;
+        if r.state.status.is_alive() {
+            if let Some(n) = r
+                .network_settings
+                .get("Networks")
+                .and_then(|n| n.as_object())
+            {
+                busy.extend(
+                    n.values()
+                        .filter_map(|e| e["NetworkID"].as_str().map(String::from)),
+                );
+            }
+        }
+    }
+    engine.networks.shutdown(&busy).await;
     // Long streams (events, logs -f, attach) would hold graceful shutdown forever; give them 3 s.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(3), server).await;
     if !cfg.socket.as_os_str().is_empty() {

@@ -14,6 +14,8 @@ pub enum EngineError {
     #[error("{0}")]
     NotModified(String),
     #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
@@ -28,6 +30,7 @@ impl EngineError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::InvalidParameter(_) => StatusCode::BAD_REQUEST,
             Self::NotModified(_) => StatusCode::NOT_MODIFIED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -11,6 +11,7 @@ mod daemon;
 mod error;
 mod events;
 mod images;
+mod networks;
 mod store;
 mod util;
 mod volumes;

@@ -365,8 +365,7 @@ async fn list(State(e): State<Arc<Engine>>, p: Params) -> Result<Json<Vec<Value>
             && f.get("exited")
                 .iter()
                 .any(|x| x.parse::<i64>().ok() == Some(r.state.exit_code));
-        if !f.get("exited").is_empty() && !exited_match
-        {
+        if !f.get("exited").is_empty() && !exited_match {
             continue;
         }
         if !f.get("id").is_empty() && !f.get("id").iter().any(|x| r.id.starts_with(x.as_str())) {

@@ -3,6 +3,7 @@
 pub mod containers;
 pub mod hijack;
 pub mod images;
+pub mod networks;
 pub mod system;
 pub mod volumes;
 
@@ -46,6 +47,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .merge(images::routes())
         .merge(containers::routes())
         .merge(volumes::routes())
+        .merge(networks::routes())
         .fallback(not_found)
         .with_state(engine)
 }

@@ -263,10 +263,13 @@ impl ContainerService {
                     stderr: cfg.attach_stderr,
                     stdin: cfg.attach_stdin,
                     close_on_eof: !cfg.tty,
-                    detach: if cfg.attach_stdin { detach_keys } else { vec![] },
+                    detach: if cfg.attach_stdin {
+                        detach_keys
+                    } else {
+                        vec![]
+                    },
                 };
-                let ended = pipe(client, stream, opts)
-                .await;
+                let ended = pipe(client, stream, opts).await;
                 match ended {
                     Ended::Exited(ef) => finish(ef.map(|e| e.exit_code as i64).unwrap_or(-1)),
                     _ => {

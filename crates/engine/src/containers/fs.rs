@@ -63,7 +63,7 @@ fn parse_bind(spec: &str) -> Result<(String, String, String)> {
 pub async fn prepare_mounts(svc: &ContainerService, mut rec: Record) -> Result<Record> {
     let hc = rec.host_config.clone();
     let mut mounts: Vec<MountPoint> = Vec::new();
-    let mut add = |m: MountPoint, mounts: &mut Vec<MountPoint>| -> Result<()> {
+    let add = |m: MountPoint, mounts: &mut Vec<MountPoint>| -> Result<()> {
         if mounts.iter().any(|x| x.destination == m.destination) {
             return Err(EngineError::invalid(format!(
                 "Duplicate mount point: {}",
@@ -326,7 +326,8 @@ impl ContainerService {
     }
 
     /// /etc/hostname, /etc/hosts, /etc/resolv.conf written per container and bind-mounted.
-    pub(crate) fn etc_mounts(&self, rec: &Record, net: &NetConfig) -> Result<Vec<MountSpec>> {
+    pub(crate) async fn etc_mounts(&self, rec: &Record, net: &NetConfig) -> Result<Vec<MountSpec>> {
+        let host_gateway = self.host_gateway_ip().await;
         let dir = self.dir(&rec.id);
         let hostname = rec.config.hostname.clone().unwrap_or_default();
         std::fs::write(dir.join("hostname"), format!("{hostname}\n"))?;
@@ -336,7 +337,7 @@ impl ContainerService {
         for h in rec.host_config.extra_hosts.clone().unwrap_or_default() {
             if let Some((name, ip)) = h.split_once(':') {
                 let ip = if ip == "host-gateway" {
-                    self.host_gateway_ip()
+                    host_gateway.clone()
                 } else {
                     ip.to_string()
                 };
@@ -412,8 +413,11 @@ impl ContainerService {
         out
     }
 
-    pub(crate) fn host_gateway_ip(&self) -> String {
-        "172.17.0.1".into()
+    pub(crate) async fn host_gateway_ip(&self) -> String {
+        match self.networks.get_by_name("bridge").await {
+            Ok(Some(n)) => n.gateway.unwrap_or_default(),
+            _ => "172.17.0.1".into(),
+        }
     }
 
     /// On removal: anonymous volumes go with `-v`, as in Docker.

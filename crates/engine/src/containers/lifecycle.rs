@@ -114,7 +114,7 @@ impl ContainerService {
             let _ = std::os::unix::fs::chown(&wd, Some(user.uid), Some(user.gid));
         }
         let net = self.net_setup(c).await?;
-        let mut mounts = self.etc_mounts(&rec, &net)?;
+        let mut mounts = self.etc_mounts(&rec, &net).await?;
         mounts.extend(self.volume_mounts(&rec)?);
         let mut args = vec![rec.path.clone()];
         args.extend(rec.args.iter().cloned());
@@ -750,6 +750,7 @@ impl ContainerService {
                     };
                     drop(r);
                     tracing::info!(container = %rec.id, "reattached to running container");
+                    self.net_restore(&c).await;
                     self.spawn_monitor(c.clone(), rec.id.clone());
                     self.spawn_health(c.clone());
                 }

@@ -166,6 +166,7 @@ pub struct ContainerService {
     pub store: Store,
     pub images: Arc<ImageService>,
     pub volumes: Arc<crate::volumes::VolumeService>,
+    pub networks: Arc<crate::networks::NetworkService>,
     pub events: Arc<Events>,
     pub root: PathBuf,
     pub shim_bin: PathBuf,
@@ -181,6 +182,7 @@ impl ContainerService {
         store: Store,
         images: Arc<ImageService>,
         volumes: Arc<crate::volumes::VolumeService>,
+        networks: Arc<crate::networks::NetworkService>,
         events: Arc<Events>,
     ) -> anyhow::Result<Arc<Self>> {
         let root = cfg.data_root.join("containers");
@@ -196,6 +198,7 @@ impl ContainerService {
             store,
             images,
             volumes,
+            networks,
             events,
             root,
             shim_bin,

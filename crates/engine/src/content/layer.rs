@@ -386,4 +386,3 @@ mod tests {
         assert!(unpack(io::Cursor::new(data), d.path()).is_err());
     }
 }
-
