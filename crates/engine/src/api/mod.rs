@@ -1,5 +1,6 @@
 //! The Docker Engine API over HTTP/1.1: routing, version negotiation, query parsing, streams.
 
+pub mod container_fs;
 pub mod containers;
 pub mod hijack;
 pub mod images;
@@ -48,6 +49,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .merge(containers::routes())
         .merge(volumes::routes())
         .merge(networks::routes())
+        .merge(container_fs::routes())
         .fallback(not_found)
         .with_state(engine)
 }

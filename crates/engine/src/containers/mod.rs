@@ -2,7 +2,9 @@
 //! runtime handles (shim client, exit notifications). Lifecycle, logs, exec and the rest live in
 //! the sibling modules.
 
+pub mod archive;
 pub mod attach;
+pub mod commit;
 pub mod create;
 pub mod exec;
 pub mod fs;

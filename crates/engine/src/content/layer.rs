@@ -218,13 +218,27 @@ pub fn is_whiteout(md: &std::fs::Metadata) -> bool {
 /// Pack a directory of changes (an overlay upper dir or an unpacked layer) into a tar written to
 /// `out`, turning overlay whiteouts back into Docker's `.wh.` files.
 pub fn pack_dir<W: io::Write>(dir: &Path, out: W) -> io::Result<W> {
+    pack_dir_filtered(dir, out, &|_, _| false)
+}
+
+/// As `pack_dir`, leaving out entries for which `skip(relative path, metadata)` is true.
+pub fn pack_dir_filtered<W: io::Write>(
+    dir: &Path,
+    out: W,
+    skip: &dyn Fn(&Path, &std::fs::Metadata) -> bool,
+) -> io::Result<W> {
     let mut b = tar::Builder::new(out);
     b.follow_symlinks(false);
-    walk(&mut b, dir, Path::new(""))?;
+    walk(&mut b, dir, Path::new(""), skip)?;
     b.into_inner()
 }
 
-fn walk<W: io::Write>(b: &mut tar::Builder<W>, root: &Path, rel: &Path) -> io::Result<()> {
+fn walk<W: io::Write>(
+    b: &mut tar::Builder<W>,
+    root: &Path,
+    rel: &Path,
+    skip: &dyn Fn(&Path, &std::fs::Metadata) -> bool,
+) -> io::Result<()> {
     let dir = root.join(rel);
     let mut names: Vec<_> = std::fs::read_dir(&dir)?
         .filter_map(|e| e.ok())
@@ -244,6 +258,9 @@ fn walk<W: io::Write>(b: &mut tar::Builder<W>, root: &Path, rel: &Path) -> io::R
         let r = rel.join(&n);
         let p = root.join(&r);
         let md = std::fs::symlink_metadata(&p)?;
+        if skip(&r, &md) && !(md.is_dir() && std::fs::read_dir(&p)?.next().is_some()) {
+            continue;
+        }
         if is_whiteout(&md) {
             let mut h = tar::Header::new_gnu();
             h.set_entry_type(tar::EntryType::Regular);
@@ -255,7 +272,7 @@ fn walk<W: io::Write>(b: &mut tar::Builder<W>, root: &Path, rel: &Path) -> io::R
         }
         b.append_path_with_name(&p, &r)?;
         if md.is_dir() {
-            walk(b, root, &r)?;
+            walk(b, root, &r, skip)?;
         }
     }
     Ok(())
