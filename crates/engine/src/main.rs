@@ -4,6 +4,7 @@
 #![recursion_limit = "256"]
 
 mod api;
+mod build;
 mod config;
 mod containers;
 mod content;

@@ -1,5 +1,6 @@
 //! The Docker Engine API over HTTP/1.1: routing, version negotiation, query parsing, streams.
 
+pub mod build;
 pub mod container_fs;
 pub mod containers;
 pub mod hijack;
@@ -50,6 +51,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .merge(volumes::routes())
         .merge(networks::routes())
         .merge(container_fs::routes())
+        .merge(build::routes())
         .fallback(not_found)
         .with_state(engine)
 }

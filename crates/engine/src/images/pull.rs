@@ -154,6 +154,9 @@ impl ImageService {
                         diff_ids,
                     });
                 }
+                // A mirror that answers "not found" is believed: going on to Docker Hub would
+                // only repeat the question outside (and the hub may not be reachable at all).
+                Err(e @ EngineError::NotFound(_)) => return Err(e),
                 Err(e) => {
                     tracing::info!(registry = %host, error = %e, "pull attempt failed");
                     last_err = Some(e);

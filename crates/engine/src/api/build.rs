@@ -1,0 +1,126 @@
+//! `POST /build` (the classic builder) and `POST /build/prune`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::post;
+use axum::{Json, Router};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use super::{json_lines, Params};
+use crate::build::{BuildOptions, Builder};
+use crate::daemon::Engine;
+use crate::error::{EngineError, Result};
+use crate::images::progress::{Message, Progress};
+
+pub fn routes() -> Router<Arc<Engine>> {
+    Router::new()
+        .route("/build", post(build))
+        .route("/build/prune", post(prune))
+}
+
+fn json_map(p: &Params, k: &str) -> Result<HashMap<String, String>> {
+    match p.get(k).filter(|s| !s.is_empty()) {
+        None => Ok(HashMap::new()),
+        Some(s) => {
+            let v: HashMap<String, Option<String>> = serde_json::from_str(s)
+                .map_err(|e| EngineError::invalid(format!("invalid {k}: {e}")))?;
+            Ok(v.into_iter()
+                .filter_map(|(k, v)| v.map(|v| (k, v)))
+                .collect())
+        }
+    }
+}
+
+async fn build(State(e): State<Arc<Engine>>, p: Params, body: Body) -> Result<Response> {
+    if let Some(r) = p.get("remote").filter(|r| !r.is_empty()) {
+        return Err(EngineError::invalid(format!(
+            "remote build contexts are not supported ({r}): send the context as a tar"
+        )));
+    }
+    if p.get("version") == Some("2") {
+        return Err(EngineError::invalid(
+            "BuildKit is not supported by this engine: use the classic builder (DOCKER_BUILDKIT=0)",
+        ));
+    }
+    let opts = BuildOptions {
+        tags: p.all("t").into_iter().filter(|t| !t.is_empty()).collect(),
+        dockerfile: p.get("dockerfile").unwrap_or("Dockerfile").to_string(),
+        build_args: json_map(&p, "buildargs")?,
+        target: p.get("target").map(String::from),
+        no_cache: p.bool("nocache"),
+        pull: p.bool("pull"),
+        rm: p.bool_or("rm", true),
+        force_rm: p.bool("forcerm"),
+        labels: json_map(&p, "labels")?,
+        quiet: p.bool("q"),
+        network_mode: p.get("networkmode").map(String::from),
+        platform: p.get("platform").map(String::from),
+    };
+    for t in &opts.tags {
+        crate::images::reference::ImageRef::parse_default_tag(t)?;
+    }
+    // The context: spool the tar, unpack it into a private directory.
+    let ctx = e.images.content.tmp_path();
+    let tar_path = e.images.content.tmp_path();
+    let mut f = tokio::fs::File::create(&tar_path).await?;
+    let mut s = body.into_data_stream();
+    while let Some(chunk) = s.next().await {
+        let chunk = chunk
+            .map_err(|err| EngineError::invalid(format!("reading the build context: {err}")))?;
+        f.write_all(&chunk).await?;
+    }
+    f.flush().await?;
+    drop(f);
+    let (c2, t2) = (ctx.clone(), tar_path.clone());
+    let unpacked = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        std::fs::create_dir_all(&c2)?;
+        let src = crate::content::layer::open_decompressed(&t2)?;
+        let mut ar = tar::Archive::new(src);
+        ar.set_preserve_permissions(true);
+        ar.unpack(&c2)
+    })
+    .await
+    .map_err(EngineError::internal)?;
+    let _ = tokio::fs::remove_file(&tar_path).await;
+    if let Err(err) = unpacked {
+        let _ = tokio::fs::remove_dir_all(&ctx).await;
+        return Err(EngineError::invalid(format!(
+            "invalid build context: {err}"
+        )));
+    }
+    let (tx, rx) = mpsc::channel(256);
+    let svc = e.containers.clone();
+    tokio::spawn(async move {
+        let out = Progress::new(tx);
+        let quiet = opts.quiet;
+        let res = Builder::new(svc, opts, ctx.clone(), out.clone())
+            .run()
+            .await;
+        match res {
+            Ok(id) if quiet => out.send(Message::stream(format!("{id}\n"))).await,
+            Ok(_) => {}
+            Err(err) => out.send(Message::error(err.to_string())).await,
+        }
+        let _ = tokio::fs::remove_dir_all(&ctx).await;
+    });
+    Ok(json_lines(rx))
+}
+
+async fn prune(State(e): State<Arc<Engine>>) -> Result<Json<Value>> {
+    let rows: Vec<(String,)> = sqlx::query_as("SELECT image_id FROM build_cache")
+        .fetch_all(&e.images.store.pool)
+        .await?;
+    sqlx::query("DELETE FROM build_cache")
+        .execute(&e.images.store.pool)
+        .await?;
+    Ok(Json(
+        json!({"CachesDeleted": rows.into_iter().map(|r| r.0).collect::<Vec<_>>(), "SpaceReclaimed": 0}),
+    ))
+}

@@ -1,0 +1,274 @@
+//! Dockerfile parsing: directives, comments, line continuations, instructions with flags, and
+//! variable expansion where Docker expands.
+
+use std::collections::HashMap;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ParseError {
+    #[error("dockerfile parse error line {line}: {msg}")]
+    Syntax { line: usize, msg: String },
+    #[error("the Dockerfile (Dockerfile) cannot be empty")]
+    Empty,
+    #[error("failed to process \"{0}\": missing '}}' in expansion")]
+    Expansion(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Instruction {
+    /// Upper-case keyword.
+    pub cmd: String,
+    /// Arguments after the keyword and flags, unexpanded.
+    pub args: String,
+    /// `--name=value` flags before the arguments.
+    pub flags: HashMap<String, String>,
+    /// The line as written (continuations joined), for the `Step N/M :` output.
+    pub original: String,
+    pub line: usize,
+}
+
+impl Instruction {
+    /// JSON array form (`["a","b"]`), if the arguments are one.
+    pub fn json_args(&self) -> Option<Vec<String>> {
+        let t = self.args.trim();
+        if t.starts_with('[') {
+            serde_json::from_str::<Vec<String>>(t).ok()
+        } else {
+            None
+        }
+    }
+}
+
+const KNOWN: &[&str] = &[
+    "FROM",
+    "RUN",
+    "CMD",
+    "LABEL",
+    "MAINTAINER",
+    "EXPOSE",
+    "ENV",
+    "ADD",
+    "COPY",
+    "ENTRYPOINT",
+    "VOLUME",
+    "USER",
+    "WORKDIR",
+    "ARG",
+    "ONBUILD",
+    "STOPSIGNAL",
+    "HEALTHCHECK",
+    "SHELL",
+];
+
+/// Parse a Dockerfile into instructions.
+pub fn parse(src: &str) -> Result<Vec<Instruction>, ParseError> {
+    let mut escape = '\\';
+    let lines: Vec<&str> = src.lines().collect();
+    // Parser directives: only at the very top, before any instruction, blank line or comment.
+    let mut start = 0;
+    for (i, l) in lines.iter().enumerate() {
+        let t = l.trim();
+        let Some(d) = t.strip_prefix('#') else { break };
+        let Some((k, v)) = d.split_once('=') else {
+            break;
+        };
+        match k.trim().to_ascii_lowercase().as_str() {
+            "escape" => {
+                let v = v.trim();
+                escape = match v {
+                    "`" => '`',
+                    "\\" => '\\',
+                    _ => {
+                        return Err(ParseError::Syntax {
+                            line: i + 1,
+                            msg: format!("invalid escape token '{v}' does not match ` or \\"),
+                        })
+                    }
+                };
+            }
+            "syntax" | "check" => {}
+            _ => break,
+        }
+        start = i + 1;
+    }
+    let mut out = Vec::new();
+    let mut i = start;
+    while i < lines.len() {
+        let first_line = i + 1;
+        let mut buf = String::new();
+        loop {
+            let l = lines[i];
+            i += 1;
+            let t = l.trim_start();
+            if t.starts_with('#') {
+                if buf.is_empty() {
+                    break;
+                }
+                if i >= lines.len() {
+                    break;
+                }
+                continue;
+            }
+            let trimmed = l.trim_end();
+            if let Some(stripped) = trimmed.strip_suffix(escape) {
+                buf.push_str(stripped);
+                buf.push(' ');
+                if i >= lines.len() {
+                    break;
+                }
+                continue;
+            }
+            buf.push_str(trimmed);
+            break;
+        }
+        let text = buf.trim();
+        if text.is_empty() {
+            continue;
+        }
+        let (kw, rest) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
+        let cmd = kw.to_ascii_uppercase();
+        if !KNOWN.contains(&cmd.as_str()) {
+            return Err(ParseError::Syntax {
+                line: first_line,
+                msg: format!("unknown instruction: {}", kw.to_ascii_uppercase()),
+            });
+        }
+        let mut rest = rest.trim_start();
+        let mut flags = HashMap::new();
+        if matches!(
+            cmd.as_str(),
+            "FROM" | "COPY" | "ADD" | "RUN" | "HEALTHCHECK"
+        ) {
+            while let Some(f) = rest.strip_prefix("--") {
+                let (flag, after) = f.split_once(char::is_whitespace).unwrap_or((f, ""));
+                let (k, v) = flag.split_once('=').unwrap_or((flag, "true"));
+                flags.insert(k.to_string(), v.to_string());
+                rest = after.trim_start();
+            }
+        }
+        if rest.is_empty() && !matches!(cmd.as_str(), "CMD" | "ENTRYPOINT") {
+            return Err(ParseError::Syntax {
+                line: first_line,
+                msg: format!("{cmd} requires at least one argument"),
+            });
+        }
+        out.push(Instruction {
+            cmd,
+            args: rest.to_string(),
+            flags,
+            original: text.to_string(),
+            line: first_line,
+        });
+    }
+    if out.is_empty() {
+        return Err(ParseError::Empty);
+    }
+    Ok(out)
+}
+
+/// Expand `$VAR`, `${VAR}`, `${VAR:-word}`, `${VAR:+word}` (and `\$` for a literal dollar).
+pub fn expand(s: &str, vars: &HashMap<String, String>) -> Result<String, ParseError> {
+    let mut out = String::new();
+    let chars: Vec<char> = s.chars().collect();
+    let mut i = 0;
+    let mut in_single = false;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\'' {
+            in_single = !in_single;
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        if c == '\\' && i + 1 < chars.len() && chars[i + 1] == '$' {
+            out.push('$');
+            i += 2;
+            continue;
+        }
+        if c != '$' || in_single || i + 1 >= chars.len() {
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        if chars[i + 1] == '{' {
+            let end = chars[i + 2..]
+                .iter()
+                .position(|&x| x == '}')
+                .ok_or_else(|| ParseError::Expansion(s.to_string()))?;
+            let inner: String = chars[i + 2..i + 2 + end].iter().collect();
+            i += 3 + end;
+            let (name, op, word) = if let Some(p) = inner.find(":-") {
+                (&inner[..p], "-", &inner[p + 2..])
+            } else if let Some(p) = inner.find(":+") {
+                (&inner[..p], "+", &inner[p + 2..])
+            } else {
+                (inner.as_str(), "", "")
+            };
+            let val = vars.get(name).filter(|v| !v.is_empty());
+            match op {
+                "-" => out.push_str(&val.cloned().map(Ok).unwrap_or_else(|| expand(word, vars))?),
+                "+" => {
+                    if val.is_some() {
+                        out.push_str(&expand(word, vars)?);
+                    }
+                }
+                _ => out.push_str(vars.get(name).map(String::as_str).unwrap_or("")),
+            }
+            continue;
+        }
+        let mut j = i + 1;
+        while j < chars.len() && (chars[j].is_ascii_alphanumeric() || chars[j] == '_') {
+            j += 1;
+        }
+        if j == i + 1 {
+            out.push('$');
+            i += 1;
+            continue;
+        }
+        let name: String = chars[i + 1..j].iter().collect();
+        out.push_str(vars.get(&name).map(String::as_str).unwrap_or(""));
+        i = j;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_continuations_comments_flags() {
+        let df = "# syntax=docker/dockerfile:1\nFROM busybox AS base\n# a comment\nRUN echo a \\\n  # inner comment\n  && echo b\nCOPY --chown=1:1 --from=base a b\ncmd [\"sh\"]\n";
+        let v = parse(df).unwrap();
+        assert_eq!(v.len(), 4);
+        assert_eq!(v[1].cmd, "RUN");
+        assert_eq!(v[1].args, "echo a    && echo b");
+        assert_eq!(v[2].flags.get("chown").unwrap(), "1:1");
+        assert_eq!(v[2].flags.get("from").unwrap(), "base");
+        assert_eq!(v[3].json_args().unwrap(), vec!["sh"]);
+    }
+
+    #[test]
+    fn escape_directive_and_errors() {
+        let v = parse("# escape=`\nFROM x\nRUN a `\n b\n").unwrap();
+        assert_eq!(v[1].args, "a   b");
+        assert_eq!(
+            parse("FROM x\nFOO bar\n").unwrap_err().to_string(),
+            "dockerfile parse error line 2: unknown instruction: FOO"
+        );
+        assert_eq!(parse("# just a comment\n").unwrap_err(), ParseError::Empty);
+    }
+
+    #[test]
+    fn expansion() {
+        let mut m = HashMap::new();
+        m.insert("A".to_string(), "x".to_string());
+        m.insert("E".to_string(), String::new());
+        assert_eq!(
+            expand("$A/${A}/${B:-d}/${A:+y}/${B:+n}/\\$A", &m).unwrap(),
+            "x/x/d/y//$A"
+        );
+        assert_eq!(expand("${E:-def}", &m).unwrap(), "def");
+        assert_eq!(expand("'$A'", &m).unwrap(), "'$A'");
+        assert!(expand("${A", &m).is_err());
+    }
+}
