@@ -214,12 +214,35 @@ class Berthd:
                     out.append(mp)
         return out
 
+    def _remove_everything(self):
+        """Remove containers and user networks through the engine, so it tears down what it
+        made on the host (netns, veths, bridges, proxies) before it stops."""
+        import json as _json
+        try:
+            r = self.api("GET", "/containers/json?all=1", timeout=20)
+            for c in _json.loads(r.body or b"[]"):
+                self.api("DELETE", f"/containers/{c['Id']}?force=1&v=1", timeout=60)
+            r = self.api("GET", "/networks", timeout=20)
+            for n in _json.loads(r.body or b"[]"):
+                if n.get("Name") not in ("bridge", "host", "none"):
+                    self.api("DELETE", f"/networks/{n['Id']}", timeout=20)
+        except Exception as e:  # the engine may be gone; what it left is reported below
+            self.leaks.append(f"could not remove containers/networks before stopping: {e}")
+
     def cleanup(self, keep: bool = False):
         for c in self._clients:
             try:
                 c.close()
             except Exception:
                 pass
+        if self.proc is not None and self.proc.poll() is not None and os.path.exists(self.data_root):
+            # Killed by the test: bring it back once so it can clean up its containers.
+            try:
+                self.start()
+            except Exception:
+                pass
+        if self.proc is not None and self.proc.poll() is None:
+            self._remove_everything()
         self.stop()
         for pid in self._procs_under_tmp():
             self.leaks.append(f"process {pid} left behind: {_cmdline(pid)}")

@@ -39,8 +39,20 @@ fn now() -> String {
 
 impl ContainerService {
     pub async fn start(self: &Arc<Self>, c: &Arc<Container>) -> Result<()> {
-        let _op = c.op.lock().await;
-        self.start_locked(c).await
+        let res = {
+            let _op = c.op.lock().await;
+            self.start_locked(c).await
+        };
+        // As dockerd: a container that was to remove itself goes when its start fails (the
+        // CLI's `run --rm` waits for that).
+        if res.is_err() && c.rec.read().await.host_config.auto_remove == Some(true) {
+            let svc = self.clone();
+            let c = c.clone();
+            tokio::spawn(async move {
+                let _ = svc.remove(&c, true, true).await;
+            });
+        }
+        res
     }
 
     pub(crate) async fn start_locked(self: &Arc<Self>, c: &Arc<Container>) -> Result<()> {
