@@ -70,15 +70,47 @@ def test_publish_all_and_random_port(berthd):
     assert wait_for(lambda: http_get(port) == "pa\n")
 
 
-def test_udp_port(berthd):
+UDP_ECHO_C = r"""
+#include <arpa/inet.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+int main(int argc, char **argv) {
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET; a.sin_port = htons(atoi(argv[1])); a.sin_addr.s_addr = INADDR_ANY;
+    if (bind(s, (struct sockaddr *)&a, sizeof a) < 0) return 1;
+    for (;;) {
+        char buf[2048]; struct sockaddr_in p; socklen_t l = sizeof p;
+        ssize_t n = recvfrom(s, buf, sizeof buf, 0, (struct sockaddr *)&p, &l);
+        if (n > 0) sendto(s, buf, n, 0, (struct sockaddr *)&p, l);
+    }
+}
+"""
+
+
+def test_udp_port(berthd, tmp_path):
+    # Debian's busybox has no UDP nc: a tiny static UDP echo server made here stands in.
+    src = tmp_path / "udpecho.c"
+    src.write_text(UDP_ECHO_C)
+    cp = subprocess.run(["gcc", "-static", "-O2", "-o", str(tmp_path / "udpecho"), str(src)],
+                        capture_output=True, text=True)
+    if cp.returncode != 0:
+        pytest.skip(f"cannot build a static UDP echo server here: {cp.stderr[-300:]}")
     port = free_port(socket.SOCK_DGRAM)
-    berthd.docker("run", "-d", "--name", "udp", "-p", f"{port}:9999/udp", "busybox", "sh", "-c",
-                  "nc -u -l -p 9999 > /tmp/got")
-    time.sleep(1)
+    berthd.docker("run", "-d", "--name", "udp", "-p", f"{port}:9999/udp", "-v", f"{tmp_path}:/t:ro",
+                  "busybox", "/t/udpecho", "9999")
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.sendto(b"over-udp\n", ("127.0.0.1", port))
+    s.settimeout(1)
+    got = None
+    for _ in range(20):
+        s.sendto(b"over-udp", ("127.0.0.1", port))
+        try:
+            got = s.recv(100)
+            break
+        except socket.timeout:
+            continue
     s.close()
-    assert wait_for(lambda: berthd.docker("exec", "udp", "cat", "/tmp/got").stdout == "over-udp\n")
+    assert got == b"over-udp"
 
 
 def test_user_network_dns_and_aliases(berthd):

@@ -1,7 +1,8 @@
 //! `docker cp` (archive HEAD/GET/PUT), `docker export` and `docker diff`.
 //!
-//! A running container is read through `/proc/<pid>/root`, so its volumes and binds are seen
-//! as the container sees them; a stopped one through its overlay, mounted for the duration.
+//! Copies go through the container's overlay root on the host (mounted for the duration when
+//! the container is stopped). Not through `/proc/<pid>/root`: path canonicalization (tar's
+//! unpack does it) would resolve that magic link to the host's root.
 
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -66,12 +67,6 @@ fn go_mode(md: &std::fs::Metadata) -> u32 {
 impl ContainerService {
     pub async fn root_for_copy(&self, c: &Arc<Container>) -> Result<RootGuard> {
         let r = c.rec.read().await.clone();
-        if r.state.status.is_alive() && r.state.pid > 0 {
-            return Ok(RootGuard {
-                root: PathBuf::from(format!("/proc/{}/root", r.state.pid)),
-                unmount: None,
-            });
-        }
         let rootfs = Rootfs::new(&self.dir(&r.id));
         let was = rootfs.is_mounted();
         if !was {

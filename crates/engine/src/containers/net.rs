@@ -299,7 +299,7 @@ impl ContainerService {
     }
 
     pub(crate) async fn net_teardown(&self, id: &str) {
-        self.networks.proxies.stop(id);
+        self.networks.proxies.stop(id).await;
         let Ok(c) = self.get(id).await else {
             link::netns_del(&netns_name(id)).await;
             return;

@@ -87,16 +87,17 @@ impl Proxies {
         Ok(out)
     }
 
-    pub fn stop(&self, container: &str) {
-        if let Some(ts) = self
+    /// Stop forwarding; returns once the host ports are closed (a task's listener is dropped
+    /// only when the aborted task has been reaped).
+    pub async fn stop(&self, container: &str) {
+        let tasks = self
             .tasks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(container)
-        {
-            for t in ts {
-                t.abort();
-            }
+            .remove(container);
+        for t in tasks.unwrap_or_default() {
+            t.abort();
+            let _ = t.await;
         }
     }
 }
