@@ -58,7 +58,10 @@ def test_webserver_published_port(berthd):
     # Stopping frees the port.
     berthd.docker("stop", "-t", "0", "webserver")
     s = socket.socket()
+    # TIME_WAIT leftovers of the test's own connection are fine; a listener would not be.
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(("127.0.0.1", port))
+    s.listen()
     s.close()
 
 
