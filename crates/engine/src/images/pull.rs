@@ -120,11 +120,19 @@ impl ImageService {
                         serde_json::from_value(manifest["layers"].clone()).map_err(|e| {
                             EngineError::internal(format!("invalid manifest from {host}: {e}"))
                         })?;
-                    let mut config = Vec::new();
-                    client
-                        .pull_blob(&oci_ref, &config_desc, &mut config)
-                        .await
-                        .map_err(|e| EngineError::Internal(describe(&host, &e)))?;
+                    // An image we already have needs no config download (its id is the
+                    // config's digest, verified when it was stored).
+                    let config = match self.store.get_image(&config_desc.digest).await? {
+                        Some(rec) => rec.config.into_bytes(),
+                        None => {
+                            let mut config = Vec::new();
+                            client
+                                .pull_blob(&oci_ref, &config_desc, &mut config)
+                                .await
+                                .map_err(|e| EngineError::Internal(describe(&host, &e)))?;
+                            config
+                        }
+                    };
                     let cfg_json: Value = serde_json::from_slice(&config)
                         .map_err(|e| EngineError::internal(format!("invalid image config: {e}")))?;
                     let diff_ids: Vec<String> = cfg_json["rootfs"]["diff_ids"]
