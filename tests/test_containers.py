@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from lib.ctr import leaks_of, past_events, shim_pids
+
 
 def run(b, *args, **kw):
     return b.docker("run", *args, **kw)
@@ -115,7 +117,10 @@ def test_ps_filters_and_format(berthd):
 
 
 def test_logs_options(berthd):
-    run(berthd, "--name", "lg", "busybox", "sh", "-c", "for i in 1 2 3; do echo out$i; echo err$i >&2; done")
+    # The pauses order the lines in the log: stdout and stderr are separate pipes, so lines
+    # written back to back may be logged in either order (as with dockerd).
+    run(berthd, "--name", "lg", "busybox", "sh", "-c",
+        "for i in 1 2 3; do echo out$i; sleep 0.05; echo err$i >&2; sleep 0.05; done")
     cp = berthd.docker("logs", "lg")
     assert cp.stdout == "out1\nout2\nout3\n" and cp.stderr == "err1\nerr2\nerr3\n"
     last = berthd.docker("logs", "--tail", "1", "lg")
@@ -147,25 +152,17 @@ def test_interactive_stdin_and_tty(berthd):
 
 
 def test_run_it_detach_and_attach_under_tmux(berthd):
-    if subprocess.run(["which", "tmux"], capture_output=True).returncode != 0:
-        pytest.skip("tmux is not installed")
-    sess = f"berth-{os.getpid()}-{int(time.time()*1000)}"
-    env = berthd.docker_env()
-    envs = " ".join(f"{k}={v}" for k, v in env.items() if k.startswith("DOCKER"))
-    from lib.berthd import docker_cli
-    subprocess.run(["tmux", "new-session", "-d", "-s", sess, "-x", "100", "-y", "30",
-                    f"env {envs} {docker_cli()} run -it --name itx busybox sh; sleep 30"], check=True, timeout=20)
-    try:
-        assert wait_for(lambda: inspect(berthd, "itx")["State"]["Running"], timeout=20)
+    from lib.ctr import Tmux, require_tmux
+    require_tmux()
+    with Tmux(berthd, "run -it --name itx busybox sh", width=100, height=30) as t:
+        assert wait_for(lambda: inspect(berthd, "itx")["State"]["Running"], timeout=30)
         time.sleep(0.5)
-        subprocess.run(["tmux", "send-keys", "-t", sess, "echo typed-$((6*7))", "Enter"], check=True)
-        assert wait_for(lambda: "typed-42" in subprocess.run(["tmux", "capture-pane", "-t", sess, "-p"],
-                                                             capture_output=True, text=True).stdout)
-        subprocess.run(["tmux", "send-keys", "-t", sess, "C-p", "C-q"], check=True)
-        time.sleep(1)
-        assert inspect(berthd, "itx")["State"]["Running"] is True
-    finally:
-        subprocess.run(["tmux", "kill-session", "-t", sess], capture_output=True)
+        t.type("echo typed-$((6*7))")
+        assert t.wait_screen("typed-42"), t.screen()
+        t.send("C-p", "C-q")
+        assert t.wait_screen("CLI-EXITED-0"), t.screen()
+    time.sleep(1)
+    assert inspect(berthd, "itx")["State"]["Running"] is True
 
 
 def test_exec_variants(berthd):
@@ -263,7 +260,7 @@ def test_top_stats_events_prune(berthd):
     assert "sleep 300" in top and "PID" in top
     st = berthd.docker("stats", "--no-stream", "--format", "{{.Name}} {{.PIDs}}", "tp").stdout.split()
     assert st == ["tp", "1"]
-    ev = berthd.docker("events", "--since", "5m", "--until", "0s", "--filter", "container=tp", "--format", "{{.Action}}").stdout.split()
+    ev = past_events(berthd, "--filter", "container=tp")
     assert "create" in ev and "start" in ev
     run(berthd, "--name", "gone", "busybox", "true")
     out = berthd.docker("container", "prune", "-f").stdout
@@ -293,3 +290,492 @@ def test_no_leaks_after_rm(berthd):
         except OSError:
             pass
     assert not os.path.exists(f"/run/netns/berth-{cid[:12]}")
+
+
+# --- more of issue #3: config merge, flags, security, lifecycle details -------------------
+
+
+
+def multilayer(registry):
+    return f"{registry.host}/berth-test/multilayer"
+
+
+def test_image_config_merge(berthd, registry):
+    img = multilayer(registry)
+    out = run(berthd, "--rm", img).stdout.splitlines()
+    assert out[:3] == ["args: default-arg", "cwd: /app", "APP_ENV=test"]
+    # Arguments replace the image's Cmd, not its Entrypoint.
+    assert run(berthd, "--rm", img, "x", "y").stdout.splitlines()[0] == "args: x y"
+    out = run(berthd, "--rm", "-e", "APP_ENV=prod", "-w", "/tmp", img).stdout.splitlines()
+    assert out[1:3] == ["cwd: /tmp", "APP_ENV=prod"]
+    # --entrypoint drops the image's Cmd; the image's env and workdir stay.
+    out = run(berthd, "--rm", "--entrypoint", "sh", img, "-c", "echo $BERTH_LAYERS $APP_ENV $(pwd)").stdout
+    assert out == "4 test /app\n"
+    out = run(berthd, "--rm", "--entrypoint", "pwd", img).stdout
+    assert out == "/app\n"
+    out = run(berthd, "--rm", "-u", "1234:5678", "busybox", "sh", "-c", "echo $(id -u) $(id -g)").stdout
+    assert out == "1234 5678\n"
+    run(berthd, "--name", "ml", "-l", "extra=1", img, "a")
+    i = inspect(berthd, "ml")
+    assert i["Config"]["Entrypoint"] == ["/app/entry.sh"] and i["Config"]["Cmd"] == ["a"]
+    assert i["Path"] == "/app/entry.sh" and i["Args"] == ["a"]
+    assert i["Config"]["WorkingDir"] == "/app"
+    assert "APP_ENV=test" in i["Config"]["Env"]
+    assert i["Config"]["Labels"]["org.berth.test"] == "multilayer" and i["Config"]["Labels"]["extra"] == "1"
+    assert i["Config"]["StopSignal"] == "SIGTERM"
+
+
+def test_name_conflict_api_409(berthd):
+    r = berthd.api("POST", "/containers/create?name=dup", json={"Image": "busybox", "Cmd": ["true"]})
+    if r.status == 404:  # pull on first use, as the CLI would
+        berthd.docker("pull", "busybox")
+        r = berthd.api("POST", "/containers/create?name=dup", json={"Image": "busybox", "Cmd": ["true"]})
+    assert r.status == 201, r.body
+    cid = json.loads(r.body)["Id"]
+    r = berthd.api("POST", "/containers/create?name=dup", json={"Image": "busybox", "Cmd": ["true"]})
+    assert r.status == 409
+    assert json.loads(r.body)["message"] == (
+        f'Conflict. The container name "/dup" is already in use by container "{cid}". '
+        "You have to remove (or rename) that container to be able to reuse that name.")
+    r = berthd.api("POST", "/containers/create?name=bad/name", json={"Image": "busybox"})
+    assert r.status == 400
+
+
+def test_rm_flag_removes_server_side(berthd):
+    run(berthd, "--rm", "--name", "rm1", "busybox", "true")
+    run(berthd, "--rm", "--name", "rm2", "busybox", "sh", "-c", "exit 4", check=False)
+    cid = run(berthd, "-d", "--rm", "--name", "rm3", "busybox", "sleep", "0.3").stdout.strip()
+    assert wait_for(lambda: berthd.docker("ps", "-aq").stdout.strip() == "", timeout=20)
+    assert inspect_missing(berthd, "rm3")
+    assert leaks_of(berthd, cid) == []
+    # The flag is server-side: docker-py's auto_remove with detach works too.
+    c = berthd.client()
+    ctr = c.containers.run("busybox", ["true"], detach=True, auto_remove=True)
+    assert wait_for(lambda: not c.containers.list(all=True, filters={"id": ctr.id}), timeout=20)
+
+
+def inspect_missing(b, name):
+    cp = b.docker("inspect", "--type", "container", name, check=False)
+    return cp.returncode == 1 and "No such container" in cp.stderr
+
+
+def test_healthcheck_in_ps_and_inspect(berthd):
+    run(berthd, "-d", "--name", "hc", "--health-cmd", "test -f /tmp/ok", "--health-interval", "500ms",
+        "--health-retries", "2", "--health-timeout", "2s",
+        "busybox", "sh", "-c", "sleep 2; touch /tmp/ok; exec sleep 300")
+    st = lambda: inspect(berthd, "hc")["State"]["Health"]["Status"]
+    assert st() == "starting"
+    assert "(health: starting)" in berthd.docker("ps", "--format", "{{.Status}}").stdout
+    assert wait_for(lambda: st() == "healthy", timeout=20)
+    assert "(healthy)" in berthd.docker("ps", "--format", "{{.Status}}").stdout
+    h = inspect(berthd, "hc")["State"]["Health"]
+    assert h["FailingStreak"] == 0 and h["Log"] and h["Log"][-1]["ExitCode"] == 0
+    berthd.docker("exec", "hc", "rm", "/tmp/ok")
+    assert wait_for(lambda: st() == "unhealthy", timeout=20)
+    assert "(unhealthy)" in berthd.docker("ps", "--format", "{{.Status}}").stdout
+    assert berthd.docker("ps", "--filter", "health=unhealthy", "--format", "{{.Names}}").stdout.split() == ["hc"]
+    assert inspect(berthd, "hc")["State"]["Health"]["FailingStreak"] >= 2
+    ev = past_events(berthd, "--filter", "container=hc", "--filter", "event=health_status")
+    assert "health_status: healthy" in ev and "health_status: unhealthy" in ev
+    # --no-healthcheck on an image/flag: no Health at all.
+    run(berthd, "-d", "--name", "nohc", "busybox", "sleep", "300")
+    assert inspect(berthd, "nohc")["State"].get("Health") is None
+
+
+def test_capabilities(berthd):
+    cap = lambda *a: run(berthd, "--rm", *a, "busybox", "grep", "CapEff", "/proc/self/status").stdout.split()[1]
+    assert cap() == "00000000a80425fb"
+    assert cap("--cap-add", "NET_ADMIN") == "00000000a80435fb"
+    assert cap("--cap-add", "CAP_SYS_ADMIN", "--cap-drop", "NET_RAW") == "00000000a82405fb"
+    assert cap("--cap-drop", "ALL") == "0000000000000000"
+    assert cap("--cap-drop", "ALL", "--cap-add", "CHOWN") == "0000000000000001"
+    priv = int(cap("--privileged"), 16)
+    assert bin(priv).count("1") >= 38
+    # A non-root user gets no effective capabilities, as with Docker.
+    assert run(berthd, "--rm", "-u", "1000", "busybox", "grep", "CapEff", "/proc/self/status").stdout.split()[1] == "0000000000000000"
+    out = run(berthd, "--rm", "busybox", "grep", "NoNewPrivs", "/proc/self/status").stdout
+    assert out.split()[-1] == "0"
+
+
+def test_masked_and_readonly_paths(berthd):
+    script = ("grep -E ' /proc/(keys|timer_list|acpi|scsi) | /sys/firmware ' /proc/self/mountinfo | awk '{print $5}' | sort; "
+              "echo keys=$(cat /proc/keys | wc -c); "
+              "ls /sys/firmware | wc -l; "
+              "echo 1 > /proc/sys/vm/drop_caches 2>&1 || echo sys-ro; "
+              "echo x > /proc/sysrq-trigger 2>&1 || echo sysrq-ro")
+    out = run(berthd, "--rm", "busybox", "sh", "-c", script).stdout
+    for p in ["/proc/keys", "/proc/timer_list", "/proc/acpi", "/sys/firmware"]:
+        assert p in out.split(), (p, out)
+    assert "keys=0" in out
+    assert "sys-ro" in out and "sysrq-ro" in out
+    out = run(berthd, "--rm", "--privileged", "busybox", "sh", "-c",
+              "grep -cE ' /proc/(keys|timer_list) ' /proc/self/mountinfo; true").stdout
+    assert out.strip() == "0"
+    # /sys is read-only without --privileged.
+    out = run(berthd, "--rm", "busybox", "sh", "-c", "touch /sys/x 2>&1; true").stdout
+    assert "Read-only file system" in out
+
+
+def test_device_flag(berthd):
+    assert os.path.exists("/dev/net/tun") or os.path.exists("/dev/fuse"), "no test device on this host"
+    dev = "/dev/net/tun" if os.path.exists("/dev/net/tun") else "/dev/fuse"
+    cid = run(berthd, "-d", "--name", "dv", "--device", f"{dev}:/dev/mydev", "--device", "/dev/zero:/dev/z2",
+              "busybox", "sleep", "300").stdout.strip()
+    out = berthd.docker("exec", "dv", "sh", "-c", "ls -l /dev/mydev; head -c 5 /dev/z2 | wc -c").stdout
+    assert out.startswith("c") and out.split()[-1] == "5"
+    st = os.stat(dev)
+    with open(f"/sys/fs/cgroup/devices/berth/{cid}/devices.list") as fh:
+        assert f"c {os.major(st.st_rdev)}:{os.minor(st.st_rdev)} rwm" in fh.read()
+    assert run(berthd, "--rm", "busybox", "sh", "-c", "test -e /dev/mydev; echo $?").stdout == "1\n"
+
+
+def test_stop_timing_and_signals(berthd):
+    # A process that handles SIGTERM exits at once with its own code.
+    run(berthd, "-d", "--name", "term", "busybox", "sh", "-c",
+        "trap 'echo got-term; exit 0' TERM; while true; do sleep 0.1; done")
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    berthd.docker("stop", "term")
+    assert time.monotonic() - t0 < 4
+    i = inspect(berthd, "term")
+    assert i["State"]["ExitCode"] == 0 and "got-term" in berthd.docker("logs", "term").stdout
+    assert i["State"]["FinishedAt"] > i["State"]["StartedAt"]
+    # PID 1 without a handler ignores SIGTERM: -t 2 then SIGKILL.
+    run(berthd, "-d", "--name", "deaf", "busybox", "sleep", "300")
+    t0 = time.monotonic()
+    berthd.docker("stop", "-t", "2", "deaf")
+    took = time.monotonic() - t0
+    assert 1.8 <= took < 7, took
+    assert inspect(berthd, "deaf")["State"]["ExitCode"] == 137
+    # --stop-timeout and --stop-signal from create.
+    run(berthd, "-d", "--name", "usr", "--stop-signal", "USR1", "--stop-timeout", "1", "busybox", "sh", "-c",
+        "trap 'echo got-usr1; exit 9' USR1; while true; do sleep 0.1; done")
+    time.sleep(0.3)
+    berthd.docker("stop", "usr")
+    i = inspect(berthd, "usr")
+    assert i["State"]["ExitCode"] == 9 and i["Config"]["StopSignal"] == "USR1" and i["Config"]["StopTimeout"] == 1
+    # Stopping a stopped container is fine (304 under the hood).
+    berthd.docker("stop", "usr")
+
+
+def test_kill_signal_restart_and_wait(berthd):
+    run(berthd, "-d", "--name", "ks", "busybox", "sh", "-c",
+        "trap 'echo got-hup' HUP; while true; do sleep 0.1; done")
+    time.sleep(0.3)
+    berthd.docker("kill", "-s", "HUP", "ks")
+    assert wait_for(lambda: "got-hup" in berthd.docker("logs", "ks").stdout)
+    assert inspect(berthd, "ks")["State"]["Running"] is True
+    r = berthd.api("POST", "/containers/ks/kill?signal=NOPE")
+    assert r.status == 400
+    pid0 = inspect(berthd, "ks")["State"]["Pid"]
+    started0 = inspect(berthd, "ks")["State"]["StartedAt"]
+    berthd.docker("restart", "-t", "1", "ks")
+    i = inspect(berthd, "ks")
+    assert i["State"]["Running"] and i["State"]["Pid"] != pid0 and i["State"]["StartedAt"] > started0
+    berthd.docker("kill", "ks")
+    assert inspect(berthd, "ks")["State"]["ExitCode"] == 137
+    cp = berthd.docker("kill", "ks", check=False)
+    assert cp.returncode != 0 and "is not running" in cp.stderr
+    # wait prints the exit code; docker-py's wait returns it.
+    run(berthd, "-d", "--name", "w5", "busybox", "sh", "-c", "sleep 0.5; exit 5")
+    assert berthd.docker("wait", "w5", timeout=30).stdout.strip() == "5"
+    assert berthd.client().containers.get("w5").wait(timeout=30)["StatusCode"] == 5
+    r = berthd.api("POST", "/containers/w5/wait?condition=bogus")
+    assert r.status == 400
+    # restart on a stopped container starts it.
+    berthd.docker("restart", "w5")
+    assert berthd.docker("wait", "w5", timeout=30).stdout.strip() == "5"
+
+
+def test_pause_uses_the_freezer(berthd):
+    cid = run(berthd, "-d", "--name", "pz", "busybox", "sh", "-c",
+              "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.05; done").stdout.strip()
+    freezer = f"/sys/fs/cgroup/freezer/berth/{cid}/freezer.state"
+    berthd.docker("pause", "pz")
+    with open(freezer) as fh:
+        assert fh.read().strip() == "FROZEN"
+    assert inspect(berthd, "pz")["State"]["Paused"] is True
+    assert berthd.docker("ps", "--filter", "status=paused", "--format", "{{.Names}} {{.Status}}").stdout.strip() == \
+        "pz " + berthd.docker("ps", "--format", "{{.Status}}").stdout.strip()
+    assert "(Paused)" in berthd.docker("ps", "--format", "{{.Status}}").stdout
+    cp = berthd.docker("exec", "pz", "true", check=False)
+    assert cp.returncode != 0 and "is paused" in cp.stderr
+    cp = berthd.docker("pause", "pz", check=False)
+    assert cp.returncode != 0 and "already paused" in cp.stderr
+    cp = berthd.docker("rm", "pz", check=False)
+    assert cp.returncode != 0 and "paused" in cp.stderr
+    berthd.docker("unpause", "pz")
+    with open(freezer) as fh:
+        assert fh.read().strip() == "THAWED"
+    n1 = berthd.docker("exec", "pz", "cat", "/tmp/n").stdout
+    assert wait_for(lambda: berthd.docker("exec", "pz", "cat", "/tmp/n").stdout != n1)
+    # A paused container can be stopped.
+    berthd.docker("pause", "pz")
+    berthd.docker("stop", "-t", "1", "pz")
+    assert inspect(berthd, "pz")["State"]["Status"] == "exited"
+
+
+def test_rm_force_rename_conflicts(berthd):
+    run(berthd, "-d", "--name", "a1", "busybox", "sleep", "300")
+    run(berthd, "-d", "--name", "a2", "busybox", "sleep", "300")
+    r = berthd.api("DELETE", "/containers/a1")
+    assert r.status == 409 and "Stop the container before attempting removal or force remove" in json.loads(r.body)["message"]
+    cp = berthd.docker("rename", "a1", "a2", check=False)
+    assert cp.returncode != 0 and "is already in use" in cp.stderr
+    r = berthd.api("POST", "/containers/a1/rename?name=a2")
+    assert r.status == 409
+    berthd.docker("rename", "a1", "b1")
+    assert berthd.docker("exec", "b1", "true").returncode == 0
+    cid = inspect(berthd, "b1")["Id"]
+    berthd.docker("rm", "-f", "b1")
+    assert leaks_of(berthd, cid) == []
+    r = berthd.api("DELETE", "/containers/b1")
+    assert r.status == 404 and json.loads(r.body)["message"] == "No such container: b1"
+    # A name freed by rm or rename can be used again.
+    run(berthd, "-d", "--name", "a1", "busybox", "sleep", "300")
+    ev = past_events(berthd, "--filter", "event=rename",
+                     fmt="{{.Actor.Attributes.oldName}} {{.Actor.Attributes.name}}")
+    assert "/a1 b1" in ev
+
+
+def test_ps_more(berthd):
+    run(berthd, "--name", "c0", "busybox", "true")
+    berthd.docker("create", "--name", "cr", "-l", "only-key", "busybox", "true")
+    run(berthd, "-d", "--name", "r1", "busybox", "sleep", "300")
+    names = lambda *a: berthd.docker("ps", *a, "--format", "{{.Names}}").stdout.split()
+    assert names("-a", "--filter", "status=created") == ["cr"]
+    assert names("-a", "--filter", "status=exited") == ["c0"]
+    assert names("-a", "--filter", "label=only-key") == ["cr"]
+    assert names("-a", "--filter", "exited=0") == ["c0"]
+    assert set(names("-a", "--filter", "name=c")) == {"c0", "cr"}  # substring, as dockerd
+    assert names("-l") == ["r1"]
+    assert names("-n", "1", "-a") == ["r1"]
+    assert names("-a", "--filter", "status=running", "--filter", "status=created") in (["r1", "cr"], ["cr", "r1"])
+    full = berthd.docker("ps", "-a", "--no-trunc", "-q").stdout.split()
+    assert all(len(x) == 64 for x in full) and len(full) == 3
+    table = berthd.docker("ps", "-a").stdout.splitlines()
+    assert table[0].split()[:3] == ["CONTAINER", "ID", "IMAGE"]
+    js = [json.loads(l) for l in berthd.docker("ps", "-a", "--format", "{{json .}}").stdout.splitlines()]
+    r1 = next(j for j in js if j["Names"] == "r1")
+    assert r1["Image"] == "busybox" and r1["Command"] == '"sleep 300"' and r1["State"] == "running"
+    c0 = next(j for j in js if j["Names"] == "c0")
+    assert c0["Status"].startswith("Exited (0)")
+    cp = berthd.docker("ps", "--filter", "bogus=1", check=False)
+    assert cp.returncode != 0 and "invalid filter 'bogus'" in cp.stderr
+
+
+def test_inspect_fields(berthd):
+    berthd.docker("volume", "create", "iv")
+    run(berthd, "-d", "--name", "ins", "-v", "iv:/data", "--memory", "32m", "--restart", "on-failure:3",
+        "-e", "K=V", "--hostname", "hh", "busybox", "sleep", "300")
+    i = inspect(berthd, "ins")
+    assert len(i["Id"]) == 64 and i["Image"].startswith("sha256:")
+    st = i["State"]
+    assert st["Status"] == "running" and st["Running"] and not st["Paused"] and st["Pid"] > 0
+    assert st["ExitCode"] == 0 and st["StartedAt"].endswith("Z") and st["FinishedAt"].startswith("0001-")
+    assert st["OOMKilled"] is False and st["Restarting"] is False and st["Dead"] is False
+    assert i["Config"]["Image"] == "busybox" and i["Config"]["Hostname"] == "hh" and "K=V" in i["Config"]["Env"]
+    assert i["HostConfig"]["Memory"] == 32 << 20
+    assert i["HostConfig"]["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
+    assert i["RestartCount"] == 0
+    m = i["Mounts"]
+    assert len(m) == 1 and m[0]["Type"] == "volume" and m[0]["Name"] == "iv" and m[0]["Destination"] == "/data"
+    assert m[0]["RW"] is True
+    assert "NetworkSettings" in i and "Networks" in i["NetworkSettings"]
+    assert i["Created"].endswith("Z") and i["Driver"] == "overlay2" or i["Driver"]
+    assert i["LogPath"].endswith("-json.log")
+    # docker-py sees the same.
+    c = berthd.client().containers.get("ins")
+    assert c.status == "running" and c.name == "ins" and c.attrs["State"]["Pid"] == st["Pid"]
+    berthd.docker("stop", "-t", "0", "ins")
+    st = inspect(berthd, "ins")["State"]
+    assert st["Status"] == "exited" and st["Pid"] == 0 and not st["FinishedAt"].startswith("0001-")
+
+
+def test_top_and_stats(berthd):
+    run(berthd, "-d", "--name", "ts", "--memory", "64m", "busybox", "sh", "-c", "sleep 300 & exec sleep 301")
+    top = berthd.docker("top", "ts").stdout.splitlines()
+    assert top[0].split()[:2] == ["UID", "PID"]
+    assert any("sleep 300" in l for l in top) and any("sleep 301" in l for l in top)
+    top = berthd.docker("top", "ts", "-o", "pid,comm").stdout.splitlines()
+    assert top[0].split() == ["PID", "COMMAND"] and len(top) == 3
+    cp = berthd.docker("top", "nosuch", check=False)
+    assert cp.returncode != 0 and "No such container: nosuch" in cp.stderr
+    st = json.loads(berthd.docker("stats", "--no-stream", "--format", "{{json .}}", "ts").stdout)
+    assert st["Name"] == "ts" and st["PIDs"] == "2"
+    assert st["MemUsage"].endswith("64MiB")
+    s = berthd.client().containers.get("ts").stats(stream=False)
+    for k in ("cpu_stats", "precpu_stats", "memory_stats", "pids_stats", "blkio_stats", "read"):
+        assert k in s, k
+    assert s["memory_stats"]["limit"] == 64 << 20 and s["memory_stats"]["usage"] > 0
+    assert s["cpu_stats"]["cpu_usage"]["total_usage"] > 0 and s["pids_stats"]["current"] == 2
+    # Streaming: one object a second.
+    gen = berthd.client().api.stats("ts", stream=True, decode=True)
+    a, b = next(gen), next(gen)
+    assert b["precpu_stats"]["cpu_usage"]["total_usage"] == a["cpu_stats"]["cpu_usage"]["total_usage"]
+
+
+def test_stats_without_arguments_follows_events(berthd):
+    run(berthd, "-d", "--name", "s1", "busybox", "sleep", "300")
+    out = berthd.docker("stats", "--no-stream", "--format", "{{.Name}}").stdout.split()
+    assert out == ["s1"]
+    # The streaming form learns about new containers from /events.
+    p = subprocess.Popen([__import__("lib.berthd", fromlist=["docker_cli"]).docker_cli(), "stats",
+                          "--format", "{{.Name}}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=berthd.docker_env(), text=True)
+    try:
+        time.sleep(2)
+        run(berthd, "-d", "--name", "s2", "busybox", "sleep", "300")
+        time.sleep(4)
+    finally:
+        p.kill()
+        out, err = p.communicate(timeout=10)
+    assert "s1" in out and "s2" in out, (out, err)
+
+
+def test_prune_with_filters(berthd):
+    run(berthd, "--name", "p1", "-l", "keep=yes", "busybox", "true")
+    run(berthd, "--name", "p2", "busybox", "true")
+    berthd.docker("create", "--name", "p3", "busybox", "true")
+    run(berthd, "-d", "--name", "p4", "busybox", "sleep", "300")
+    cid2 = inspect(berthd, "p2")["Id"]
+    out = berthd.docker("container", "prune", "-f", "--filter", "label!=keep=yes").stdout
+    assert cid2 in out
+    assert set(berthd.docker("ps", "-a", "--format", "{{.Names}}").stdout.split()) == {"p1", "p4"}
+    r = berthd.client().containers.prune()
+    assert len(r["ContainersDeleted"]) == 1 and "SpaceReclaimed" in r
+    assert berthd.docker("ps", "-a", "--format", "{{.Names}}").stdout.split() == ["p4"]
+    assert leaks_of(berthd, cid2) == []
+
+
+def test_logs_more(berthd):
+    run(berthd, "-d", "--name", "lm", "busybox", "sh", "-c",
+        "echo a1; echo e1 >&2; sleep 2; echo a2; echo e2 >&2; sleep 300")
+    assert wait_for(lambda: "a2" in berthd.docker("logs", "lm").stdout, timeout=15)
+    lines = berthd.docker("logs", "-t", "lm").stdout.splitlines()
+    t1 = lines[0].split()[0]
+    t2 = lines[1].split()[0]
+    assert t1 < t2 and len(t1) >= 27  # RFC3339Nano
+    # a2 came 2 s after a1: a second after a1 lies between them.
+    import datetime
+    mid = (datetime.datetime.fromisoformat(t1[:26]) + datetime.timedelta(seconds=1)).isoformat() + "Z"
+    assert berthd.docker("logs", "--since", mid, "lm").stdout == "a2\n"
+    assert berthd.docker("logs", "--until", mid, "lm").stdout == "a1\n"
+    assert berthd.docker("logs", "--since", t2, "lm").stdout == "a2\n"
+    assert berthd.docker("logs", "--tail", "0", "lm").stdout == ""
+    # follow: sees new output and stops when the container does.
+    p = subprocess.Popen([__import__("lib.berthd", fromlist=["docker_cli"]).docker_cli(), "logs", "-f",
+                          "--tail", "1", "lm"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=berthd.docker_env(), text=True)
+    time.sleep(1)
+    berthd.docker("exec", "lm", "sh", "-c", "echo late > /proc/1/fd/1")
+    berthd.docker("stop", "-t", "0", "lm")
+    out, err = p.communicate(timeout=20)
+    assert out == "a2\nlate\n" and err == "e2\n" or (out == "late\n" and err == "e2\n")
+    # docker-py: separate streams, and demux on attach with logs=1.
+    c = berthd.client()
+    ctr = c.containers.get("lm")
+    assert ctr.logs(stdout=False, stderr=True) == b"e1\ne2\n"
+    assert ctr.logs(stdout=True, stderr=False, tail=1) == b"late\n"
+    ctr = c.containers.run("busybox", ["sh", "-c", "echo o; sleep 0.1; echo e >&2; sleep 0.1"], detach=True)
+    ctr.wait(timeout=30)
+    out, err = c.api.attach(ctr.id, stream=False, logs=True, demux=True)
+    assert (out, err) == (b"o\n", b"e\n")
+    # A TTY container's log is raw, with the pty's CRLF.
+    run(berthd, "-t", "--name", "ttylog", "busybox", "sh", "-c", "echo out; echo err >&2")
+    r = berthd.api("GET", "/containers/ttylog/logs?stdout=1&stderr=1")
+    assert r.body == b"out\r\nerr\r\n"
+    r = berthd.api("GET", "/v1.44/containers/lm/logs?stdout=1&stderr=1&tail=1")
+    assert r.headers.get("content-type") == "application/vnd.docker.multiplexed-stream"
+    assert r.body == b"\x01\x00\x00\x00\x00\x00\x00\x05late\n"
+
+
+def test_restart_policy_details(berthd):
+    run(berthd, "-d", "--name", "alw", "--restart", "always", "busybox", "sh", "-c", "sleep 0.2; exit 0")
+    assert wait_for(lambda: inspect(berthd, "alw")["RestartCount"] >= 2, timeout=30)
+    # A user stop is final for `always` too (until the engine restarts).
+    berthd.docker("stop", "-t", "1", "alw")
+    n = inspect(berthd, "alw")["RestartCount"]
+    time.sleep(2)
+    i = inspect(berthd, "alw")
+    assert i["State"]["Status"] == "exited" and i["RestartCount"] == n
+    run(berthd, "-d", "--name", "onf0", "--restart", "on-failure", "busybox", "sh", "-c", "exit 0")
+    time.sleep(1.5)
+    assert inspect(berthd, "onf0")["RestartCount"] == 0
+    run(berthd, "-d", "--name", "no", "--restart", "no", "busybox", "sh", "-c", "exit 3")
+    berthd.docker("wait", "no", timeout=30)
+    time.sleep(1)
+    assert inspect(berthd, "no")["RestartCount"] == 0
+    cp = berthd.docker("run", "--rm", "--restart", "always", "busybox", "true", check=False)
+    assert cp.returncode != 0 and "conflicting options" in cp.stderr.lower() or "can't" in cp.stderr.lower()
+    # update changes the policy of an existing container.
+    berthd.docker("update", "--restart", "on-failure:1", "no")
+    assert inspect(berthd, "no")["HostConfig"]["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 1}
+    berthd.docker("start", "no")
+    assert wait_for(lambda: inspect(berthd, "no")["RestartCount"] == 1
+                    and inspect(berthd, "no")["State"]["Status"] == "exited", timeout=30)
+
+
+def test_events_stream_filters_since_until(berthd):
+    import threading
+    c = berthd.client()
+    t0 = int(time.time()) - 1
+    got = []
+
+    def listen():
+        for ev in c.events(decode=True, filters={"type": "container", "container": "evx"}):
+            got.append(ev)
+            if ev.get("Action") == "destroy":
+                return
+
+    th = threading.Thread(target=listen, daemon=True)
+    th.start()
+    time.sleep(0.5)
+    run(berthd, "-d", "--name", "evx", "busybox", "sleep", "300")
+    run(berthd, "-d", "--name", "other", "busybox", "sleep", "300")
+    berthd.docker("pause", "evx")
+    berthd.docker("unpause", "evx")
+    berthd.docker("exec", "evx", "true")
+    berthd.docker("rename", "evx", "evy")
+    berthd.docker("rename", "evy", "evx")
+    berthd.docker("rm", "-f", "evx")
+    th.join(30)
+    actions = [e["Action"] for e in got]
+    for a in ["create", "start", "pause", "unpause", "rename", "kill", "die", "destroy"]:
+        assert a in actions, (a, actions)
+    assert any(a.startswith("exec_create") for a in actions) and any(a.startswith("exec_start") for a in actions)
+    assert "exec_die" in actions
+    assert all(e["Actor"]["Attributes"].get("image") == "busybox" for e in got)
+    e0 = got[0]
+    assert e0["Type"] == "container" and e0["id"] == e0["Actor"]["ID"] and e0["timeNano"] // 10**9 == e0["time"]
+    assert e0["scope"] == "local"
+    # since/until replay; filters on event and label.
+    t1 = int(time.time()) + 1
+    ev = berthd.docker("events", "--since", str(t0), "--until", str(t1), "--filter", "event=start",
+                       "--format", "{{.Actor.Attributes.name}}").stdout.split()
+    assert sorted(ev) == ["evx", "other"]
+    ev = berthd.docker("events", "--since", str(t1 + 100), "--until", str(t1 + 101)).stdout
+    assert ev == ""
+    ev = list(c.events(since=t0, until=t1, decode=True, filters={"event": "die"}))
+    assert [e["Actor"]["Attributes"]["name"] for e in ev] == ["evx"]
+    assert ev[0]["Actor"]["Attributes"]["exitCode"] == "137"
+
+
+def test_no_leaks_after_every_kind_of_end(berthd):
+    ids = []
+    ids.append(run(berthd, "-d", "busybox", "sleep", "300").stdout.strip())
+    ids.append(run(berthd, "-d", "busybox", "true").stdout.strip())
+    ids.append(run(berthd, "-d", "--memory", "8m", "--memory-swap", "8m", "busybox", "sh", "-c",
+                   "head -c 64m /dev/zero | tail > /dev/null").stdout.strip())
+    berthd.docker("create", "--name", "never", "busybox", "true")
+    ids.append(inspect(berthd, "never")["Id"])
+    ids.append(run(berthd, "-d", "busybox", "sleep", "300").stdout.strip())
+    berthd.docker("pause", ids[-1])
+    for cid in ids:
+        assert wait_for(lambda: True)
+    for cid in ids:
+        berthd.docker("rm", "-f", cid)
+    for cid in ids:
+        assert leaks_of(berthd, cid) == [], cid
+    # The engine's own directories are empty again.
+    assert os.listdir(os.path.join(berthd.data_root, "containers")) == []

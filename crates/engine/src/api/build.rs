@@ -80,8 +80,23 @@ async fn build(State(e): State<Arc<Engine>>, p: Params, body: Body) -> Result<Re
     drop(f);
     let (c2, t2) = (ctx.clone(), tar_path.clone());
     let unpacked = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        use std::io::Read;
         std::fs::create_dir_all(&c2)?;
-        let src = crate::content::layer::open_decompressed(&t2)?;
+        // A body that is not a tar is the Dockerfile itself (`docker build - < Dockerfile`).
+        let mut head = Vec::with_capacity(512);
+        crate::content::layer::open_decompressed(&t2)?
+            .take(512)
+            .read_to_end(&mut head)?;
+        let is_tar = head.is_empty() || (head.len() >= 262 && &head[257..262] == b"ustar");
+        if !is_tar {
+            let mut text = Vec::new();
+            crate::content::layer::open_decompressed(&t2)?.read_to_end(&mut text)?;
+            return std::fs::write(c2.join("Dockerfile"), text);
+        }
+        // The CLI's context for `-f <file outside the context>` ends without the last entry's
+        // padding and the end-of-archive blocks (dockerd's reader accepts that): supply them.
+        let src =
+            crate::content::layer::open_decompressed(&t2)?.chain(std::io::repeat(0).take(2048));
         let mut ar = tar::Archive::new(src);
         ar.set_preserve_permissions(true);
         ar.unpack(&c2)
@@ -95,7 +110,8 @@ async fn build(State(e): State<Arc<Engine>>, p: Params, body: Body) -> Result<Re
             "invalid build context: {err}"
         )));
     }
-    let (tx, rx) = mpsc::channel(256);
+    let (tx, mut rx) = mpsc::channel::<Message>(256);
+    let (vtx, vrx) = mpsc::channel::<Value>(256);
     let svc = e.containers.clone();
     tokio::spawn(async move {
         let out = Progress::new(tx);
@@ -110,7 +126,26 @@ async fn build(State(e): State<Arc<Engine>>, p: Params, body: Body) -> Result<Re
         }
         let _ = tokio::fs::remove_dir_all(&ctx).await;
     });
-    Ok(json_lines(rx))
+    // The wire form; a failed RUN's error carries its exit code in errorDetail.code, which the
+    // CLI uses as its own exit status.
+    tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            let mut v = serde_json::to_value(&m).unwrap_or(Value::Null);
+            if let Some(code) = m.error.as_deref().and_then(exit_code) {
+                v["errorDetail"]["code"] = json!(code);
+            }
+            if vtx.send(v).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(json_lines(vrx))
+}
+
+/// The exit code in `The command '...' returned a non-zero code: N`.
+fn exit_code(msg: &str) -> Option<i64> {
+    msg.rsplit_once("returned a non-zero code: ")
+        .and_then(|(_, n)| n.trim().parse().ok())
 }
 
 async fn prune(State(e): State<Arc<Engine>>) -> Result<Json<Value>> {

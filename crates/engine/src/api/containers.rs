@@ -819,7 +819,7 @@ async fn exec_start(
             st.container_id
         )));
     }
-    let tty = st.cfg.tty || b.tty.unwrap_or(false);
+    let tty = b.tty.unwrap_or(st.cfg.tty);
     let req = Request::from_parts(parts, Body::empty());
     Ok(hijack(req, content_type(!tty, v), move |io| async move {
         if let Err(err) = svc.exec_start(&id, false, b.tty, Some(io)).await {

@@ -132,11 +132,8 @@ pub struct Params(pub Vec<(String, String)>);
 
 impl Params {
     pub fn get(&self, k: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .rev()
-            .find(|(a, _)| a == k)
-            .map(|(_, v)| v.as_str())
+        // The first value wins, as with Go's FormValue.
+        self.0.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str())
     }
     pub fn all(&self, k: &str) -> Vec<String> {
         self.0

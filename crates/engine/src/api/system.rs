@@ -22,6 +22,14 @@ pub fn routes() -> Router<Arc<Engine>> {
         .route("/events", get(events))
         .route("/system/df", get(df))
         .route("/auth", post(auth))
+        .route("/plugins", get(plugins))
+        .route("/swarm", get(not_swarm))
+        .route("/swarm/{*rest}", get(not_swarm).post(not_swarm))
+        .route("/nodes", get(not_swarm))
+        .route("/services", get(not_swarm))
+        .route("/tasks", get(not_swarm))
+        .route("/secrets", get(not_swarm))
+        .route("/configs", get(not_swarm))
 }
 
 async fn ping() -> Response {
@@ -354,4 +362,16 @@ async fn auth(Json(body): Json<Value>) -> Result<Json<Value>> {
     Ok(Json(
         json!({"Status": "Login Succeeded", "IdentityToken": ""}),
     ))
+}
+
+/// No plugins are installed (volume `local` and network `bridge` are built in).
+async fn plugins() -> Json<Vec<Value>> {
+    Json(vec![])
+}
+
+/// Berth has no swarm mode; dockerd answers the same way when the node is not in a swarm.
+async fn not_swarm() -> EngineError {
+    EngineError::Unavailable(
+        "This node is not a swarm manager. Use \"docker swarm init\" or \"docker swarm join\" to connect this node to swarm and try again.".into(),
+    )
 }

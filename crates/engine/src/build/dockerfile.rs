@@ -99,11 +99,10 @@ pub fn parse(src: &str) -> Result<Vec<Instruction>, ParseError> {
             let l = lines[i];
             i += 1;
             let t = l.trim_start();
-            if t.starts_with('#') {
-                if buf.is_empty() {
-                    break;
-                }
-                if i >= lines.len() {
+            // Comment lines, and empty lines inside a continuation, are dropped (Docker warns
+            // about the latter but still accepts them).
+            if t.starts_with('#') || (t.is_empty() && !buf.is_empty()) {
+                if buf.is_empty() || i >= lines.len() {
                     break;
                 }
                 continue;
@@ -245,6 +244,24 @@ mod tests {
         assert_eq!(v[2].flags.get("chown").unwrap(), "1:1");
         assert_eq!(v[2].flags.get("from").unwrap(), "base");
         assert_eq!(v[3].json_args().unwrap(), vec!["sh"]);
+    }
+
+    #[test]
+    fn empty_continuation_lines_and_case() {
+        let v = parse("from busybox\nrun echo a \\\n\n  b\nEnv A=1\n").unwrap();
+        assert_eq!(v.len(), 3);
+        assert_eq!(v[1].cmd, "RUN");
+        assert_eq!(v[1].args, "echo a    b");
+        assert_eq!(v[2].cmd, "ENV");
+        assert_eq!(v[1].line, 2);
+    }
+
+    #[test]
+    fn missing_arguments() {
+        assert_eq!(
+            parse("FROM busybox\nRUN\n").unwrap_err().to_string(),
+            "dockerfile parse error line 2: RUN requires at least one argument"
+        );
     }
 
     #[test]

@@ -103,17 +103,62 @@ impl Ignore {
             prefixes.push(acc.clone());
         }
         let mut excluded = false;
+        // As moby's patternmatcher: a pattern matches the path or one of its parents, and the
+        // last matching pattern decides (`!` re-includes).
         for (re, neg) in &self.rules {
-            let hit = if *neg {
-                re.is_match(&path)
-            } else {
-                prefixes.iter().any(|p| re.is_match(p))
-            };
-            if hit {
+            if prefixes.iter().any(|p| re.is_match(p)) {
                 excluded = !neg;
             }
         }
         excluded
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Remove what the patterns exclude from an unpacked context directory (the CLI filters the
+    /// context it sends, other API clients may not). `keep` names files that stay regardless
+    /// (the Dockerfile being built). A directory goes when it is excluded and nothing below it
+    /// was re-included.
+    pub fn filter_dir(&self, root: &std::path::Path, keep: &[&str]) -> std::io::Result<()> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        self.filter_walk(root, root, keep).map(|_| ())
+    }
+
+    /// Returns whether `dir` still holds anything.
+    fn filter_walk(
+        &self,
+        root: &std::path::Path,
+        dir: &std::path::Path,
+        keep: &[&str],
+    ) -> std::io::Result<bool> {
+        let mut any = false;
+        for e in std::fs::read_dir(dir)? {
+            let e = e?;
+            let p = e.path();
+            let rel = p
+                .strip_prefix(root)
+                .unwrap_or(&p)
+                .to_string_lossy()
+                .into_owned();
+            let excluded = self.excluded(&rel) && !keep.contains(&rel.as_str());
+            if e.file_type()?.is_dir() {
+                let left = self.filter_walk(root, &p, keep)?;
+                if excluded && !left {
+                    std::fs::remove_dir(&p)?;
+                } else {
+                    any = true;
+                }
+            } else if excluded {
+                std::fs::remove_file(&p)?;
+            } else {
+                any = true;
+            }
+        }
+        Ok(any)
     }
 }
 
@@ -135,5 +180,45 @@ mod tests {
         assert!(!i.excluded("docs/ab.txt"));
         assert!(!i.excluded("src/main.rs"));
         assert!(!i.excluded("sub/notes.md"));
+    }
+
+    #[test]
+    fn exceptions_and_double_star() {
+        let i = Ignore::parse("docs\n!docs/keep.txt\n**/node_modules\n*/tmp*\n");
+        assert!(i.excluded("docs"));
+        assert!(i.excluded("docs/other.txt"));
+        assert!(!i.excluded("docs/keep.txt"));
+        assert!(i.excluded("node_modules/x/y.js"));
+        assert!(i.excluded("a/b/node_modules"));
+        assert!(i.excluded("a/tmpfile"));
+        assert!(!i.excluded("tmpfile"));
+        assert!(!i.excluded("a/b/tmpfile"));
+        let j = Ignore::parse("*\n!src\n");
+        assert!(i.excluded("docs/x"));
+        assert!(j.excluded("Dockerfile"));
+        assert!(!j.excluded("src/main.rs"));
+    }
+
+    #[test]
+    fn filters_a_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        std::fs::create_dir_all(r.join("docs/sub")).unwrap();
+        std::fs::create_dir_all(r.join("build")).unwrap();
+        for f in [
+            "docs/a.md",
+            "docs/sub/keep.txt",
+            "build/out",
+            "main.c",
+            "Dockerfile",
+        ] {
+            std::fs::write(r.join(f), "x").unwrap();
+        }
+        let i = Ignore::parse("docs\n!docs/sub/keep.txt\nbuild\nDockerfile\n");
+        i.filter_dir(r, &["Dockerfile"]).unwrap();
+        assert!(!r.join("docs/a.md").exists());
+        assert!(r.join("docs/sub/keep.txt").exists());
+        assert!(!r.join("build").exists());
+        assert!(r.join("main.c").exists() && r.join("Dockerfile").exists());
     }
 }

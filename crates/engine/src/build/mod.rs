@@ -5,12 +5,12 @@
 //! row per instruction); RUN runs a real container through the container service; COPY/ADD
 //! build a layer directly from the context; metadata steps add no layer.
 
+mod copy;
 pub mod dockerfile;
 pub mod ignore;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bollard_stubs::models::{ContainerCreateBody, HostConfig};
@@ -68,6 +68,8 @@ struct State {
     diff_ids: Vec<String>,
     /// ARGs in scope with their values.
     args: BTreeMap<String, String>,
+    /// Whether this stage set CMD (a later ENTRYPOINT then keeps it).
+    cmd_set: bool,
 }
 
 impl State {
@@ -111,20 +113,18 @@ fn short(id: &str) -> String {
     crate::util::short_id(id)
 }
 
-fn io_err(e: io::Error) -> EngineError {
-    EngineError::Internal(e.to_string())
-}
-
 pub struct Builder {
     svc: Arc<ContainerService>,
     opts: BuildOptions,
     out: Progress,
     context: PathBuf,
-    ignore: ignore::Ignore,
     stages_done: HashMap<String, String>,
     step: usize,
     total: usize,
     used_args: HashSet<String>,
+    /// ARGs declared before the first FROM: their values are the defaults of a stage's
+    /// `ARG NAME` without a value.
+    global_args: BTreeMap<String, String>,
     containers: Vec<String>,
 }
 
@@ -135,19 +135,16 @@ impl Builder {
         context: PathBuf,
         out: Progress,
     ) -> Self {
-        let ignore = ignore::Ignore::parse(
-            &std::fs::read_to_string(context.join(".dockerignore")).unwrap_or_default(),
-        );
         Self {
             svc,
             opts,
             out,
             context,
-            ignore,
             stages_done: HashMap::new(),
             step: 0,
             total: 0,
             used_args: HashSet::new(),
+            global_args: BTreeMap::new(),
             containers: Vec::new(),
         }
     }
@@ -205,8 +202,17 @@ impl Builder {
             }
         };
         let instrs = dockerfile::parse(&text).map_err(|e| EngineError::invalid(e.to_string()))?;
+        // `.dockerignore`: the CLI already left those files out; other clients may not have.
+        let ctx = self.context.clone();
+        tokio::task::spawn_blocking(move || {
+            let text = std::fs::read_to_string(ctx.join(".dockerignore")).unwrap_or_default();
+            ignore::Ignore::parse(&text).filter_dir(&ctx, &[])
+        })
+        .await
+        .map_err(EngineError::internal)?
+        .map_err(|e| EngineError::Internal(format!("applying .dockerignore: {e}")))?;
         // Global ARGs (before the first FROM) and stages.
-        let mut global: BTreeMap<String, String> = BTreeMap::new();
+        let mut metas: Vec<Instruction> = Vec::new();
         let mut stages: Vec<Stage> = Vec::new();
         for ins in instrs {
             if ins.cmd == "FROM" {
@@ -224,25 +230,7 @@ impl Builder {
             } else if let Some(s) = stages.last_mut() {
                 s.steps.push(ins);
             } else if ins.cmd == "ARG" {
-                let (k, v) = ins
-                    .args
-                    .split_once('=')
-                    .map(|(k, v)| {
-                        (
-                            k.trim().to_string(),
-                            Some(v.trim().trim_matches('"').to_string()),
-                        )
-                    })
-                    .unwrap_or((ins.args.trim().to_string(), None));
-                let val = self
-                    .opts
-                    .build_args
-                    .get(&k)
-                    .cloned()
-                    .or(v)
-                    .unwrap_or_default();
-                self.used_args.insert(k.clone());
-                global.insert(k, val);
+                metas.push(ins);
             } else {
                 return Err(EngineError::invalid(format!(
                     "dockerfile parse error line {}: {} instruction before FROM",
@@ -263,8 +251,30 @@ impl Builder {
             _ => stages.len() - 1,
         };
         stages.truncate(last + 1);
-        self.total = stages.iter().map(|s| 1 + s.steps.len()).sum::<usize>()
+        self.total = metas.len()
+            + stages.iter().map(|s| 1 + s.steps.len()).sum::<usize>()
             + usize::from(!self.opts.labels.is_empty());
+        // Global ARGs: a step each (as the classic builder prints them), no image.
+        for ins in &metas {
+            self.header(ins).await;
+            let vars: HashMap<String, String> = self
+                .global_args
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            for (k, default) in parse_arg(&ins.args, &vars)? {
+                let val = self
+                    .opts
+                    .build_args
+                    .get(&k)
+                    .cloned()
+                    .or(default)
+                    .unwrap_or_default();
+                self.used_args.insert(k.clone());
+                self.global_args.insert(k, val);
+            }
+        }
+        let global = self.global_args.clone();
         let mut result = String::new();
         let n = stages.len();
         for (i, st) in stages.into_iter().enumerate() {
@@ -368,6 +378,7 @@ impl Builder {
                 config: json!({"architecture": arch, "os": os, "config": {}, "rootfs": {"type": "layers", "diff_ids": []}, "history": []}),
                 diff_ids: vec![],
                 args: BTreeMap::new(),
+                cmd_set: false,
             }
         } else if let Some(id) = self.stages_done.get(&base.to_ascii_lowercase()).cloned() {
             self.load_state(&id).await?
@@ -418,7 +429,13 @@ impl Builder {
             .images
             .pull_prepare(&r, None, &oci_client::secrets::RegistryAuth::Anonymous)
             .await?;
-        self.svc.images.pull_run(plan, &self.out).await
+        // -q prints the image id only, no pull progress.
+        let out = if self.opts.quiet {
+            Progress::none()
+        } else {
+            self.out.clone()
+        };
+        self.svc.images.pull_run(plan, &out).await
     }
 
     async fn load_state(&self, id: &str) -> Result<State> {
@@ -445,6 +462,7 @@ impl Builder {
             config,
             diff_ids,
             args: BTreeMap::new(),
+            cmd_set: false,
         })
     }
 
@@ -463,9 +481,10 @@ impl Builder {
         for (k, v) in flags {
             h.update(format!("\0{k}={v}").as_bytes());
         }
-        for (k, v) in &state.args {
-            h.update(format!("\0arg:{k}={v}").as_bytes());
-        }
+        // The config the step leads to (what the classic builder compares): covers variables
+        // expanded into metadata; build args reach RUN's key through `extra`.
+        h.update([0]);
+        h.update(serde_json::to_vec(&state.config["config"]).unwrap_or_default());
         h.update([0]);
         h.update(extra.as_bytes());
         hex::encode(h.finalize())
@@ -525,6 +544,15 @@ impl Builder {
         Ok(())
     }
 
+    /// Continue from a cached step's image, keeping what the image does not record.
+    async fn use_cached(&self, state: &mut State, id: &str) -> Result<()> {
+        let mut next = self.load_state(id).await?;
+        next.args = std::mem::take(&mut state.args);
+        next.cmd_set = state.cmd_set;
+        *state = next;
+        Ok(())
+    }
+
     fn expand(&self, state: &State, s: &str) -> Result<String> {
         expand(s, &state.env_map()).map_err(|e| EngineError::invalid(e.to_string()))
     }
@@ -545,21 +573,19 @@ impl Builder {
             "RUN" => return self.run_step(state, ins).await,
             "COPY" | "ADD" => return self.copy_step(state, ins).await,
             "ARG" => {
-                let (k, default) = match ins.args.split_once('=') {
-                    Some((k, v)) => (
-                        k.trim().to_string(),
-                        Some(self.expand(state, v.trim().trim_matches('"'))?),
-                    ),
-                    None => (ins.args.trim().to_string(), None),
-                };
-                self.used_args.insert(k.clone());
-                let val = self.opts.build_args.get(&k).cloned().or(default);
-                if let Some(v) = val {
-                    state.args.insert(k, v);
-                } else {
-                    state.args.insert(k, String::new());
+                for (k, default) in parse_arg(&ins.args, &state.env_map())? {
+                    self.used_args.insert(k.clone());
+                    // --build-arg, else the ARG's default, else the global ARG's value.
+                    let val = self
+                        .opts
+                        .build_args
+                        .get(&k)
+                        .cloned()
+                        .or(default)
+                        .or_else(|| self.global_args.get(&k).cloned())
+                        .unwrap_or_default();
+                    state.args.insert(k, val);
                 }
-                // ARG alone changes no image in Docker's classic builder output; keep a row.
             }
             "ENV" => {
                 let pairs = crate::images::import::key_values(&self.expand(state, &ins.args)?);
@@ -630,23 +656,18 @@ impl Builder {
                 } else {
                     "Entrypoint"
                 };
+                let cmd_set = state.cmd_set;
                 let r = run(state);
                 r.insert(key.into(), v);
-                // A new ENTRYPOINT resets an inherited CMD, as in Docker.
-                if ins.cmd == "ENTRYPOINT" {
+                // A new ENTRYPOINT resets a CMD inherited from the base image, as in Docker.
+                if ins.cmd == "ENTRYPOINT" && !cmd_set {
                     r.insert("Cmd".into(), Value::Null);
                 }
+                if ins.cmd == "CMD" {
+                    state.cmd_set = true;
+                }
             }
-            "WORKDIR" => {
-                let w = self.expand(state, &ins.args)?;
-                let cur = state.workdir();
-                let new = if w.starts_with('/') {
-                    w
-                } else {
-                    format!("{}/{}", cur.trim_end_matches('/'), w)
-                };
-                run(state).insert("WorkingDir".into(), json!(new));
-            }
+            "WORKDIR" => return self.workdir_step(state, ins).await,
             "USER" => {
                 let u = self.expand(state, &ins.args)?;
                 run(state).insert("User".into(), json!(u));
@@ -709,14 +730,19 @@ impl Builder {
         let key = self.cache_key(state, ins, "");
         if let Some(id) = self.cached(state, &key).await? {
             self.say(" ---> Using cache\n").await;
-            let args = state.args.clone();
-            *state = self.load_state(&id).await?;
-            state.args = args;
+            self.use_cached(state, &id).await?;
         } else {
-            let shown = if ins.cmd == "ARG" {
-                ins.original.clone()
-            } else {
-                ins.original.clone()
+            // History shows the instruction as evaluated (`LABEL base=busybox`).
+            let shown = match ins.cmd.as_str() {
+                "ENV" | "LABEL" => {
+                    let kv = crate::images::import::key_values(&self.expand(state, &ins.args)?);
+                    let kv: Vec<String> = kv.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    format!("{} {}", ins.cmd, kv.join(" "))
+                }
+                "EXPOSE" | "USER" | "VOLUME" | "STOPSIGNAL" | "ARG" => {
+                    format!("{} {}", ins.cmd, self.expand(state, &ins.args)?)
+                }
+                _ => ins.original.clone(),
             };
             self.commit(state, nop(&shown), None, &key).await?;
         }
@@ -775,20 +801,37 @@ impl Builder {
     }
 
     async fn run_step(&mut self, state: &mut State, ins: &Instruction) -> Result<()> {
-        let (cmd, created_by) = match ins.json_args() {
-            Some(a) => (a.clone(), a.join(" ")),
+        let cmd = match ins.json_args() {
+            Some(a) => a,
             None => {
                 let mut s = state.shell();
                 s.push(ins.args.clone());
-                (s.clone(), s.join(" "))
+                s
             }
         };
-        let key = self.cache_key(state, ins, "");
+        // As the classic builder records it: the build args in effect before the command
+        // (`|1 NAME=berth /bin/sh -c ...`), those ENV does not override.
+        let env_keys: HashSet<String> = state.run()["Env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.as_str()?.split_once('=').map(|(k, _)| k.to_string()))
+            .collect();
+        let arg_env: Vec<String> = state
+            .args
+            .iter()
+            .filter(|(k, _)| !env_keys.contains(*k))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let created_by = if arg_env.is_empty() {
+            cmd.join(" ")
+        } else {
+            format!("|{} {} {}", arg_env.len(), arg_env.join(" "), cmd.join(" "))
+        };
+        let key = self.cache_key(state, ins, &created_by);
         if let Some(id) = self.cached(state, &key).await? {
             self.say(" ---> Using cache\n").await;
-            let args = state.args.clone();
-            *state = self.load_state(&id).await?;
-            state.args = args;
+            self.use_cached(state, &id).await?;
             self.say(format!(" ---> {}\n", short(&id))).await;
             return Ok(());
         }
@@ -875,15 +918,32 @@ impl Builder {
         });
         let code = self.svc.wait(&c, "not-running").await?;
         // The exit is recorded before the log reader sees it; give it the tail.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), logs).await;
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), pump).await;
+        let mut logs = logs;
+        let mut pump = pump;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut logs).await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut pump).await;
+        // Never leave a reader holding the output stream open.
+        logs.abort();
+        pump.abort();
         if code != 0 {
             return Err(EngineError::Internal(format!(
                 "The command '{}' returned a non-zero code: {code}",
                 cmd.join(" ")
             )));
         }
-        let layer = self.svc.snapshot_layer(&cid).await?;
+        // A step that changed no file adds no layer (an empty_layer history row), as Docker.
+        let lowers = self.svc.images.layer_dirs(&image).await?;
+        let upper = crate::containers::rootfs::Rootfs::new(&self.svc.dir(&cid)).upper;
+        let changed = tokio::task::spawn_blocking(move || {
+            crate::containers::commit::has_changes(&upper, &lowers)
+        })
+        .await
+        .map_err(EngineError::internal)?;
+        let layer = if changed {
+            Some(self.svc.snapshot_layer(&cid).await?.diff_id)
+        } else {
+            None
+        };
         if self.opts.rm || self.opts.force_rm {
             let _ = self.svc.remove(&c, true, true).await;
             self.containers.retain(|x| x != &cid);
@@ -893,8 +953,7 @@ impl Builder {
             ))
             .await;
         }
-        self.commit(state, created_by, Some(layer.diff_id), &key)
-            .await?;
+        self.commit(state, created_by, layer, &key).await?;
         self.say(format!(
             " ---> {}\n",
             short(state.image.as_deref().unwrap_or_default())
@@ -903,188 +962,53 @@ impl Builder {
         Ok(())
     }
 
-    /// The files of a COPY/ADD: (source path on the host, destination path in the image).
-    fn sources(
-        &self,
-        root: &Path,
-        srcs: &[String],
-        dest: &str,
-        dest_is_dir: bool,
-        from_context: bool,
-    ) -> Result<Vec<(PathBuf, String)>> {
-        let mut out = Vec::new();
-        let many = srcs.len() > 1 || srcs.iter().any(|s| s.contains(['*', '?', '[']));
-        let dest_is_dir = dest_is_dir || many;
-        for s in srcs {
-            let rel = s.trim_start_matches("./").trim_start_matches('/');
-            let matches: Vec<PathBuf> = if rel.contains(['*', '?', '[']) {
-                let (dir, pat) = rel.rsplit_once('/').unwrap_or(("", rel));
-                let re = glob_regex(pat)
-                    .ok_or_else(|| EngineError::invalid(format!("invalid pattern {s}")))?;
-                let base = crate::containers::rootfs::resolve_in_root(root, dir);
-                let mut v: Vec<PathBuf> = std::fs::read_dir(&base)
-                    .map(|rd| {
-                        rd.flatten()
-                            .filter(|e| re.is_match(&e.file_name().to_string_lossy()))
-                            .map(|e| e.path())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                v.sort();
-                v
-            } else {
-                vec![if rel.is_empty() {
-                    root.to_path_buf()
-                } else {
-                    crate::containers::rootfs::resolve_in_root(root, rel)
-                }]
-            };
-            let matches: Vec<PathBuf> = matches
-                .into_iter()
-                .filter(|p| {
-                    !from_context
-                        || !self
-                            .ignore
-                            .excluded(&p.strip_prefix(root).unwrap_or(p).to_string_lossy())
-                })
-                .collect();
-            if matches.is_empty() || !matches.iter().any(|m| m.exists() || m.is_symlink()) {
-                return Err(EngineError::invalid(format!(
-                    "COPY failed: file not found in build context or excluded by .dockerignore: stat {s}: file does not exist"
-                )));
-            }
-            for m in matches {
-                if m.is_dir() {
-                    out.push((m, dest.trim_end_matches('/').to_string() + "/"));
-                } else {
-                    let name = m
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    let d = if dest_is_dir {
-                        format!("{}/{name}", dest.trim_end_matches('/'))
-                    } else {
-                        dest.to_string()
-                    };
-                    out.push((m, d));
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    async fn copy_step(&mut self, state: &mut State, ins: &Instruction) -> Result<()> {
-        let words: Vec<String> = match ins.json_args() {
-            Some(a) => a,
-            None => crate::images::import::shell_words(&ins.args),
-        };
-        let words: Vec<String> = words
-            .iter()
-            .map(|w| self.expand(state, w))
-            .collect::<Result<_>>()?;
-        if words.len() < 2 {
-            return Err(EngineError::invalid(format!(
-                "{} requires at least two arguments",
-                ins.cmd
-            )));
-        }
-        let (srcs, dest) = words.split_at(words.len() - 1);
-        let raw = dest[0].clone();
-        // `.`, `dir/` and `dir/.` name a directory, as does a destination that already is one.
-        let mut dest_is_dir = raw == "." || raw.ends_with('/') || raw.ends_with("/.");
-        let mut dest = if raw.starts_with('/') {
-            raw.clone()
+    /// WORKDIR: set the working directory and create it (a small layer) when the image lacks it.
+    async fn workdir_step(&mut self, state: &mut State, ins: &Instruction) -> Result<()> {
+        let w = self.expand(state, &ins.args)?;
+        let new = if w.starts_with('/') {
+            copy::clean_abs(&w)
         } else {
-            format!("{}/{}", state.workdir().trim_end_matches('/'), raw)
+            copy::clean_abs(&format!("{}/{}", state.workdir(), w))
         };
-        while let Some(d) = dest.strip_suffix("/.") {
-            dest = d.to_string();
+        let mut cfg = state.config["config"].clone();
+        if !cfg.is_object() {
+            cfg = json!({});
         }
-        if dest.is_empty() {
-            dest = "/".into();
-        }
-        if srcs
-            .iter()
-            .any(|s| s.starts_with("http://") || s.starts_with("https://"))
-        {
-            if ins.cmd == "COPY" {
-                return Err(EngineError::invalid("source can't be a URL for COPY"));
-            }
-            return Err(EngineError::invalid("ADD from a remote URL is not supported by this engine: fetch the file with RUN wget or curl, or COPY it from the build context"));
-        }
-        // Where the sources come from: the context, another stage, or an image.
-        let mut _mount = None;
-        let (root, from_context) = match ins.flags.get("from") {
-            Some(f) => {
-                let f = self.expand(state, f)?;
-                let id = match self.stages_done.get(&f.to_ascii_lowercase()).cloned() {
-                    Some(id) => id,
-                    None => self.ensure_image(&f).await?,
-                };
-                let m = ImageRoot::mount(&self.svc, &id).await?;
-                let r = m.path.clone();
-                _mount = Some(m);
-                (r, false)
-            }
-            None => (self.context.clone(), true),
-        };
-        let lowers = match &state.image {
-            Some(id) => self.svc.images.layer_dirs(id).await?,
-            None => vec![],
-        };
-        let rel_dest = dest.trim_start_matches('/').to_string();
-        if lowers.iter().rev().any(|l| l.join(&rel_dest).is_dir()) {
-            dest_is_dir = true;
-        }
-        let items = self.sources(&root, srcs, &dest, dest_is_dir, from_context)?;
-        let chown = match ins.flags.get("chown") {
-            Some(c) => Some(self.resolve_owner(state, &self.expand(state, c)?).await?),
-            None => None,
-        };
-        let chmod = match ins.flags.get("chmod") {
-            Some(m) => Some(
-                u32::from_str_radix(m, 8)
-                    .map_err(|_| EngineError::invalid(format!("invalid chmod parameter: {m}")))?,
-            ),
-            None => None,
-        };
-        let extract = ins.cmd == "ADD";
-        // Cache key: the content and metadata of every source.
-        let items2 = items.clone();
-        let checksum = tokio::task::spawn_blocking(move || checksum(&items2))
-            .await
-            .map_err(EngineError::internal)?
-            .map_err(io_err)?;
-        let key = self.cache_key(state, ins, &format!("{checksum}:{chown:?}:{chmod:?}"));
+        cfg["WorkingDir"] = json!(new);
+        state.config["config"] = cfg;
+        let key = self.cache_key(state, ins, "");
         if let Some(id) = self.cached(state, &key).await? {
             self.say(" ---> Using cache\n").await;
-            let args = state.args.clone();
-            *state = self.load_state(&id).await?;
-            state.args = args;
+            self.use_cached(state, &id).await?;
             self.say(format!(" ---> {}\n", short(&id))).await;
             return Ok(());
         }
-        // Existing parent directories keep their mode and owner in the new layer.
-        let tmp = self.svc.images.content.tmp_path();
-        let tmp2 = tmp.clone();
-        tokio::task::spawn_blocking(move || {
-            write_copy_layer(&items, &lowers, chown, chmod, extract, &tmp2)
-        })
-        .await
-        .map_err(EngineError::internal)?
-        .map_err(|e| EngineError::Internal(format!("{} failed: {e}", ins.cmd)))?;
-        let layer = self.svc.images.ingest_layer(tmp.clone()).await;
-        let _ = tokio::fs::remove_file(&tmp).await;
-        let layer = layer?;
-        let created_by = format!(
-            "/bin/sh -c #(nop) {} {}:{} in {}",
-            ins.cmd,
-            if from_context { "file" } else { "multi" },
-            &checksum[..16],
-            dest
-        );
-        self.commit(state, created_by, Some(layer.diff_id), &key)
-            .await?;
+        let created_by = format!("/bin/sh -c #(nop) WORKDIR {new}");
+        let root = match &state.image {
+            Some(id) => Some(ImageRoot::mount(&self.svc, id).await?),
+            None => None,
+        };
+        let exists = root
+            .as_ref()
+            .is_some_and(|r| crate::containers::rootfs::resolve_in_root(&r.path, &new).is_dir());
+        let layer = if exists || new == "/" {
+            None
+        } else {
+            let tmp = self.svc.images.content.tmp_path();
+            let written =
+                copy::write_dirs_layer(&new, root.as_ref().map(|r| r.path.as_path()), &tmp);
+            drop(root);
+            if let Err(e) = written {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(EngineError::Internal(format!(
+                    "creating WORKDIR {new}: {e}"
+                )));
+            }
+            let rec = self.svc.images.ingest_layer(tmp.clone()).await;
+            let _ = tokio::fs::remove_file(&tmp).await;
+            Some(rec?.diff_id)
+        };
+        self.commit(state, created_by, layer, &key).await?;
         self.say(format!(
             " ---> {}\n",
             short(state.image.as_deref().unwrap_or_default())
@@ -1107,258 +1031,72 @@ impl Builder {
     }
 }
 
-/// A read-only view of an image's filesystem, mounted for the duration of a COPY --from.
-struct ImageRoot {
-    path: PathBuf,
-    _dir: tempfile_dir::TempDir,
+/// A private directory, removed on drop.
+pub(crate) struct TempDir(pub PathBuf);
+
+impl TempDir {
+    fn new(p: PathBuf) -> Result<Self> {
+        std::fs::create_dir_all(&p)?;
+        Ok(Self(p))
+    }
 }
 
-mod tempfile_dir {
-    /// A directory removed on drop (after its mount is gone).
-    pub struct TempDir(pub std::path::PathBuf);
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let m = self.0.join("root");
-            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
-            let _ = std::fs::remove_dir_all(&self.0);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An image's filesystem, mounted for the duration of a step (COPY --from, --chown names,
+/// destinations through symlinks). Never written to.
+struct ImageRoot {
+    path: PathBuf,
+    rootfs: crate::containers::rootfs::Rootfs,
+    _dir: TempDir,
+}
+
+impl Drop for ImageRoot {
+    fn drop(&mut self) {
+        if self.rootfs.unmount().is_err() {
+            let _ = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH);
         }
     }
 }
 
 impl ImageRoot {
     async fn mount(svc: &ContainerService, id: &str) -> Result<Self> {
-        let dir = svc.images.content.tmp_path();
-        let root = dir.join("root");
-        let empty = dir.join("empty");
-        std::fs::create_dir_all(&root)?;
-        std::fs::create_dir_all(&empty)?;
-        let guard = tempfile_dir::TempDir(dir);
-        let mut lowers: Vec<String> = svc
-            .images
-            .layer_dirs(id)
-            .await?
-            .iter()
-            .rev()
-            .map(|p| p.display().to_string())
-            .collect();
-        // A read-only overlay needs two lower dirs at least.
-        lowers.push(empty.display().to_string());
-        let opts = format!("lowerdir={}", lowers.join(":"));
-        nix::mount::mount(
-            Some("overlay"),
-            &root,
-            Some("overlay"),
-            nix::mount::MsFlags::MS_RDONLY,
-            Some(opts.as_str()),
-        )
-        .map_err(|e| EngineError::Internal(format!("mounting image {id}: {e}")))?;
+        let dir = TempDir::new(svc.images.content.tmp_path())?;
+        let lowers = svc.images.layer_dirs(id).await?;
+        let rootfs = crate::containers::rootfs::Rootfs::new(&dir.0);
+        let r2 = crate::containers::rootfs::Rootfs::new(&dir.0);
+        tokio::task::spawn_blocking(move || r2.mount(&lowers))
+            .await
+            .map_err(EngineError::internal)?
+            .map_err(|e| EngineError::Internal(format!("mounting image {id}: {e}")))?;
         Ok(Self {
-            path: root,
-            _dir: guard,
+            path: rootfs.merged.clone(),
+            rootfs,
+            _dir: dir,
         })
     }
 }
 
-fn glob_regex(p: &str) -> Option<regex::Regex> {
-    let mut re = String::from("^");
-    for c in p.chars() {
-        match c {
-            '*' => re.push_str(".*"),
-            '?' => re.push('.'),
-            '[' | ']' => re.push(c),
-            c => re.push_str(&regex::escape(&c.to_string())),
+/// `ARG a=1 b c="x y"`: names with their (expanded) defaults.
+fn parse_arg(args: &str, vars: &HashMap<String, String>) -> Result<Vec<(String, Option<String>)>> {
+    let mut out = Vec::new();
+    for w in crate::images::import::shell_words(args) {
+        match w.split_once('=') {
+            Some((k, v)) => out.push((
+                k.to_string(),
+                Some(expand(v, vars).map_err(|e| EngineError::invalid(e.to_string()))?),
+            )),
+            None => out.push((w, None)),
         }
     }
-    re.push('$');
-    regex::Regex::new(&re).ok()
-}
-
-fn checksum(items: &[(PathBuf, String)]) -> io::Result<String> {
-    use std::os::unix::fs::MetadataExt;
-    let mut h = Sha256::new();
-    for (src, dst) in items {
-        h.update(dst.as_bytes());
-        let mut stack = vec![src.clone()];
-        while let Some(p) = stack.pop() {
-            let md = std::fs::symlink_metadata(&p)?;
-            h.update(
-                p.strip_prefix(src)
-                    .unwrap_or(&p)
-                    .to_string_lossy()
-                    .as_bytes(),
-            );
-            h.update(md.mode().to_le_bytes());
-            if md.is_dir() {
-                let mut v: Vec<PathBuf> =
-                    std::fs::read_dir(&p)?.flatten().map(|e| e.path()).collect();
-                v.sort();
-                v.reverse();
-                stack.extend(v);
-            } else if md.file_type().is_symlink() {
-                h.update(std::fs::read_link(&p)?.to_string_lossy().as_bytes());
-            } else {
-                let mut f = std::fs::File::open(&p)?;
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    let n = f.read(&mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    h.update(&buf[..n]);
-                }
-            }
-        }
+    if out.is_empty() || out.iter().any(|(k, _)| k.is_empty()) {
+        return Err(EngineError::invalid(format!(
+            "ARG requires at least one argument: ARG {args}"
+        )));
     }
-    Ok(hex::encode(h.finalize()))
-}
-
-fn is_archive(p: &Path) -> bool {
-    let mut b = [0u8; 262];
-    let Ok(mut f) = std::fs::File::open(p) else {
-        return false;
-    };
-    let n = f.read(&mut b).unwrap_or(0);
-    (n >= 2 && b[0] == 0x1f && b[1] == 0x8b) || (n >= 262 && &b[257..262] == b"ustar")
-}
-
-/// Write the layer of a COPY/ADD as a tar at `out`.
-fn write_copy_layer(
-    items: &[(PathBuf, String)],
-    lowers: &[PathBuf],
-    chown: Option<(u32, u32)>,
-    chmod: Option<u32>,
-    extract: bool,
-    out: &Path,
-) -> io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let f = std::fs::File::create(out)?;
-    let mut b = tar::Builder::new(io::BufWriter::new(f));
-    b.follow_symlinks(false);
-    let mut dirs_done: HashSet<String> = HashSet::new();
-    let mut parent_dirs =
-        |b: &mut tar::Builder<io::BufWriter<std::fs::File>>, path: &str| -> io::Result<()> {
-            let mut acc = String::new();
-            let parts: Vec<&str> = path
-                .trim_matches('/')
-                .split('/')
-                .filter(|s| !s.is_empty())
-                .collect();
-            for part in parts.iter().take(parts.len().saturating_sub(1)) {
-                acc = if acc.is_empty() {
-                    part.to_string()
-                } else {
-                    format!("{acc}/{part}")
-                };
-                if !dirs_done.insert(acc.clone()) {
-                    continue;
-                }
-                let mut h = tar::Header::new_gnu();
-                h.set_entry_type(tar::EntryType::Directory);
-                h.set_size(0);
-                h.set_mtime(0);
-                // An existing directory keeps its mode and owner (e.g. /tmp stays 1777).
-                let existing = lowers.iter().rev().find_map(|l| {
-                    std::fs::symlink_metadata(l.join(&acc))
-                        .ok()
-                        .filter(|m| m.is_dir())
-                });
-                match existing {
-                    Some(md) => {
-                        h.set_mode(md.mode() & 0o7777);
-                        h.set_uid(md.uid() as u64);
-                        h.set_gid(md.gid() as u64);
-                    }
-                    None => {
-                        h.set_mode(0o755);
-                        let (u, g) = chown.unwrap_or((0, 0));
-                        h.set_uid(u as u64);
-                        h.set_gid(g as u64);
-                    }
-                }
-                b.append_data(&mut h, format!("{acc}/"), io::empty())?;
-            }
-            Ok(())
-        };
-    let fix = |h: &mut tar::Header| {
-        let (u, g) = chown.unwrap_or((0, 0));
-        h.set_uid(u as u64);
-        h.set_gid(g as u64);
-        if let Some(m) = chmod {
-            h.set_mode(m);
-        }
-    };
-    for (src, dst) in items {
-        let dst_rel = dst.trim_start_matches('/');
-        if src.is_dir() {
-            let base = dst_rel.trim_end_matches('/');
-            parent_dirs(&mut b, &format!("{base}/x"))?;
-            let mut stack = vec![src.clone()];
-            while let Some(p) = stack.pop() {
-                let rel = p.strip_prefix(src).unwrap_or(&p);
-                let name = if rel.as_os_str().is_empty() {
-                    base.to_string()
-                } else {
-                    format!("{base}/{}", rel.display())
-                };
-                let md = std::fs::symlink_metadata(&p)?;
-                if name.is_empty() {
-                    // Copying into "/": no entry for the root itself.
-                } else {
-                    let mut h = tar::Header::new_gnu();
-                    h.set_metadata(&md);
-                    fix(&mut h);
-                    if md.is_dir() {
-                        b.append_data(&mut h, format!("{name}/"), io::empty())?;
-                    } else if md.file_type().is_symlink() {
-                        let target = std::fs::read_link(&p)?;
-                        b.append_link(&mut h, &name, &target)?;
-                    } else {
-                        b.append_data(&mut h, &name, std::fs::File::open(&p)?)?;
-                    }
-                }
-                if md.is_dir() {
-                    let mut v: Vec<PathBuf> =
-                        std::fs::read_dir(&p)?.flatten().map(|e| e.path()).collect();
-                    v.sort();
-                    v.reverse();
-                    stack.extend(v);
-                }
-            }
-        } else if extract && is_archive(src) {
-            let base = dst_rel.trim_end_matches('/');
-            parent_dirs(&mut b, &format!("{base}/x"))?;
-            let rd = crate::content::layer::open_decompressed(src)?;
-            let mut ar = tar::Archive::new(rd);
-            for e in ar.entries()? {
-                let mut e = e?;
-                let p = e.path()?.into_owned();
-                let name = format!("{base}/{}", p.display())
-                    .trim_start_matches('/')
-                    .to_string();
-                let mut h = e.header().clone();
-                if e.header().entry_type().is_symlink() || e.header().entry_type().is_hard_link() {
-                    let target = e.link_name()?.map(|l| l.into_owned()).unwrap_or_default();
-                    b.append_link(&mut h, &name, target)?;
-                } else {
-                    b.append_data(&mut h, &name, &mut e)?;
-                }
-            }
-        } else {
-            parent_dirs(&mut b, dst_rel)?;
-            let md = std::fs::symlink_metadata(src)?;
-            let mut h = tar::Header::new_gnu();
-            h.set_metadata(&md);
-            fix(&mut h);
-            if md.file_type().is_symlink() {
-                let target = std::fs::read_link(src)?;
-                b.append_link(&mut h, dst_rel, &target)?;
-            } else {
-                b.append_data(&mut h, dst_rel, std::fs::File::open(src)?)?;
-            }
-        }
-    }
-    b.into_inner()?
-        .into_inner()
-        .map_err(|e| e.into_error())?
-        .sync_all()
+    Ok(out)
 }

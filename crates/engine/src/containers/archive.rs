@@ -79,24 +79,44 @@ impl ContainerService {
         })
     }
 
-    /// The stat Docker sends in `X-Docker-Container-Path-Stat`.
+    /// The stat Docker sends in `X-Docker-Container-Path-Stat`, for `path` itself: as with
+    /// dockerd, a symlink in the last component is not followed (`cp` copies the link; its
+    /// `linkTarget` is where it resolves in the container) unless the path ends in `/` or
+    /// `/.`.
     pub async fn path_stat(
         &self,
         c: &Arc<Container>,
         path: &str,
     ) -> Result<(RootGuard, PathBuf, Value)> {
+        self.stat_in_root(c, path, false).await
+    }
+
+    async fn stat_in_root(
+        &self,
+        c: &Arc<Container>,
+        path: &str,
+        follow_last: bool,
+    ) -> Result<(RootGuard, PathBuf, Value)> {
         let g = self.root_for_copy(c).await?;
         let name = c.rec.read().await.name.clone();
-        let host = resolve_in_root(&g.root, path);
+        let resolved = resolve_in_root(&g.root, path);
+        let base = Path::new(path).file_name().filter(|_| {
+            !follow_last && !path.ends_with('/') && !path.ends_with("/.") && !path.ends_with("..")
+        });
+        let host = match (base, Path::new(path).parent()) {
+            (Some(b), Some(parent)) => {
+                resolve_in_root(&g.root, &parent.display().to_string()).join(b)
+            }
+            _ => resolved.clone(),
+        };
         let md = std::fs::symlink_metadata(&host).map_err(|_| {
             EngineError::NotFound(format!(
                 "Could not find the file {path} in container {name}"
             ))
         })?;
         let link = if md.file_type().is_symlink() {
-            std::fs::read_link(&host)
-                .map(|p| p.display().to_string())
-                .unwrap_or_default()
+            let rel = resolved.strip_prefix(&g.root).unwrap_or(Path::new(""));
+            format!("/{}", rel.display())
         } else {
             String::new()
         };
@@ -131,7 +151,8 @@ impl ContainerService {
         path: &str,
         tar_path: PathBuf,
     ) -> Result<()> {
-        let (g, host, _) = self.path_stat(c, path).await?;
+        // The destination is followed to the end, as dockerd's extraction does.
+        let (g, host, _) = self.stat_in_root(c, path, true).await?;
         if !host.is_dir() {
             return Err(EngineError::invalid(format!(
                 "extraction point is not a directory: {path}"

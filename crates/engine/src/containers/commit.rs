@@ -20,6 +20,44 @@ fn is_stub(rel: &std::path::Path, md: &std::fs::Metadata) -> bool {
         || ((s == "dev" || s == "proc" || s == "sys") && md.is_dir())
 }
 
+/// Whether an upper dir holds a change worth a layer: anything but mount-point stubs and
+/// directories copied up unchanged (same mode and owner as in the image, not opaque).
+pub fn has_changes(upper: &std::path::Path, lowers: &[std::path::PathBuf]) -> bool {
+    fn walk(upper: &std::path::Path, rel: &std::path::Path, lowers: &[std::path::PathBuf]) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(rd) = std::fs::read_dir(upper.join(rel)) else {
+            return true;
+        };
+        for e in rd.flatten() {
+            let r = rel.join(e.file_name());
+            let Ok(md) = std::fs::symlink_metadata(e.path()) else {
+                return true;
+            };
+            if is_stub(&r, &md) {
+                continue;
+            }
+            if !md.is_dir() {
+                return true;
+            }
+            let same = lowers
+                .iter()
+                .rev()
+                .find_map(|l| std::fs::symlink_metadata(l.join(&r)).ok());
+            let unchanged = same.is_some_and(|l| {
+                l.is_dir() && l.mode() == md.mode() && l.uid() == md.uid() && l.gid() == md.gid()
+            });
+            let opaque = crate::content::layer::get_xattr(&e.path(), "trusted.overlay.opaque")
+                .as_deref()
+                == Some(b"y");
+            if !unchanged || opaque || walk(upper, &r, lowers) {
+                return true;
+            }
+        }
+        false
+    }
+    walk(upper, std::path::Path::new(""), lowers)
+}
+
 impl ContainerService {
     /// Pack the container's changes (its overlay upper dir) into a new layer.
     pub async fn snapshot_layer(&self, id: &str) -> Result<LayerRecord> {

@@ -106,10 +106,17 @@ impl ContainerService {
                 volumes.push(v);
             }
         }
-        let env = merge_env(
+        let mut env = merge_env(
             &ic.env.clone().unwrap_or_default(),
             &body.env.clone().unwrap_or_default(),
         );
+        // As dockerd: a container always has a PATH (imported images often have none).
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.insert(
+                0,
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+            );
+        }
         let hostname = body
             .hostname
             .clone()

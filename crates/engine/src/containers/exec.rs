@@ -194,11 +194,34 @@ impl ContainerService {
                 st.container_id
             )));
         }
-        let mut cfg = st.cfg.clone();
-        if let Some(t) = tty_override {
-            cfg.tty = cfg.tty || t;
-        }
-        let process = self.exec_process(&c, &cfg).await?;
+        let cfg = st.cfg.clone();
+        // The process gets a TTY from the exec's config; the stream is raw or framed as the
+        // start request says, as in dockerd.
+        let raw = tty_override.unwrap_or(cfg.tty);
+        let process = match self.exec_process(&c, &cfg).await {
+            Ok(p) => p,
+            Err(err) => {
+                // As with dockerd (where runc finds the user): the exec ends with 126 and its
+                // client sees the error, rather than a hijacked stream closed without a word.
+                self.execs.update(exec_id, |e| {
+                    e.started = true;
+                    e.running = false;
+                    e.exit_code = Some(126);
+                });
+                let text = format!("OCI runtime exec failed: exec failed: {err}: unknown\r\n");
+                if let (Some(mut client), false) = (io, detach) {
+                    let bytes = if raw {
+                        text.into_bytes()
+                    } else {
+                        frame(1, text.as_bytes())
+                    };
+                    let _ = client.write_all(&bytes).await;
+                    let _ = client.shutdown().await;
+                    return Ok(());
+                }
+                return Err(err);
+            }
+        };
         let shim = self.shim(&st.container_id);
         let (pid, stream) = shim
             .exec(exec_id, process, cfg.tty, cfg.attach_stdin && !detach)
@@ -245,7 +268,7 @@ impl ContainerService {
                         .and_then(|e| e.error)
                         .unwrap_or_else(|| "exec failed".into());
                     let text = format!("OCI runtime exec failed: exec failed: {msg}: unknown\r\n");
-                    let bytes = if cfg.tty {
+                    let bytes = if raw {
                         text.into_bytes()
                     } else {
                         frame(1, text.as_bytes())
@@ -258,7 +281,7 @@ impl ContainerService {
                 let detach_keys =
                     parse_detach_keys(cfg.detach_keys.as_deref().unwrap_or("ctrl-p,ctrl-q"))?;
                 let opts = PipeOpts {
-                    tty: cfg.tty,
+                    tty: raw,
                     stdout: cfg.attach_stdout,
                     stderr: cfg.attach_stderr,
                     stdin: cfg.attach_stdin,

@@ -30,10 +30,23 @@ fn parse_bind(spec: &str) -> Result<(String, String, String)> {
             )))
         }
     };
-    if !dst.starts_with('/') {
+    if dst.is_empty() {
         return Err(EngineError::invalid(format!(
-            "invalid volume specification: '{spec}': invalid mount config for type \"bind\": invalid mount path: '{dst}' mount path must be absolute"
+            "invalid volume specification: '{spec}'"
         )));
+    }
+    if !dst.starts_with('/') {
+        let kind = if src.starts_with('/') {
+            "bind"
+        } else {
+            "volume"
+        };
+        return Err(EngineError::invalid(format!(
+            "invalid volume specification: '{spec}': invalid mount config for type \"{kind}\": invalid mount path: '{dst}' mount path must be absolute"
+        )));
+    }
+    if !src.is_empty() && !src.starts_with('/') {
+        super::super::volumes::validate_name(src)?;
     }
     for m in mode.split(',').filter(|m| !m.is_empty()) {
         if !matches!(
@@ -58,9 +71,101 @@ fn parse_bind(spec: &str) -> Result<(String, String, String)> {
     Ok((src.to_string(), dst.to_string(), mode.to_string()))
 }
 
+/// Create-time checks of what `net_setup` needs at start, so a bad request fails `create`
+/// (400/404) as with dockerd, rather than leaving a container that can never start.
+async fn validate_networking(svc: &ContainerService, rec: &Record) -> Result<()> {
+    let hc = &rec.host_config;
+    crate::networks::proxy::bindings_from(
+        hc.port_bindings.as_ref().unwrap_or(&HashMap::new()),
+        &rec.config.exposed_ports.clone().unwrap_or_default(),
+        hc.publish_all_ports.unwrap_or(false),
+    )?;
+    let mode = hc.network_mode.clone().unwrap_or_default();
+    let mut nets: Vec<String> = Vec::new();
+    match mode.as_str() {
+        "" | "default" | "bridge" | "host" | "none" => {}
+        m if m.starts_with("container:") => {
+            let other = &m["container:".len()..];
+            if other.is_empty() {
+                return Err(EngineError::invalid(
+                    "invalid network mode: container: requires a container name or ID",
+                ));
+            }
+            svc.get(other).await?;
+        }
+        m => nets.push(m.to_string()),
+    }
+    if let Some(eps) = rec
+        .networking
+        .get("EndpointsConfig")
+        .and_then(|e| e.as_object())
+    {
+        nets.extend(eps.keys().filter(|k| *k != "default").cloned());
+    }
+    for n in nets {
+        let net = svc.networks.get(&n).await?;
+        if !net.is_bridge() && mode != net.name {
+            return Err(EngineError::invalid(
+                "container cannot be disconnected from host network or connected to host network",
+            ));
+        }
+    }
+    for h in hc.extra_hosts.clone().unwrap_or_default() {
+        let ok = h.split_once(':').is_some_and(|(n, ip)| {
+            !n.is_empty() && (ip == "host-gateway" || ip.parse::<std::net::IpAddr>().is_ok())
+        });
+        if !ok {
+            return Err(EngineError::invalid(format!(
+                "invalid IP address in add-host: \"{h}\""
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A named or anonymous volume for a mount; `created` collects the ones this request made,
+/// so a failed create can take them back.
+async fn volume_for(
+    svc: &ContainerService,
+    name: Option<&str>,
+    created: &mut Vec<String>,
+) -> Result<crate::volumes::VolumeRecord> {
+    let name = name.filter(|n| !n.is_empty());
+    let existed = match name {
+        Some(n) => svc.volumes.get(n).await.is_ok(),
+        None => false,
+    };
+    let v = svc
+        .volumes
+        .create(name, None, HashMap::new(), HashMap::new())
+        .await?;
+    if !existed {
+        created.push(v.name.clone());
+    }
+    Ok(v)
+}
+
 /// Resolve the request's binds, mounts, tmpfs and volumes into the record's mount list,
-/// creating named/anonymous volumes as needed.
-pub async fn prepare_mounts(svc: &ContainerService, mut rec: Record) -> Result<Record> {
+/// creating named/anonymous volumes as needed. On error nothing stays created.
+pub async fn prepare_mounts(svc: &ContainerService, rec: Record) -> Result<Record> {
+    validate_networking(svc, &rec).await?;
+    let mut created = Vec::new();
+    match resolve_mounts(svc, rec, &mut created).await {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            for v in created {
+                let _ = svc.volumes.remove(&v, &[]).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn resolve_mounts(
+    svc: &ContainerService,
+    mut rec: Record,
+    created: &mut Vec<String>,
+) -> Result<Record> {
     let hc = rec.host_config.clone();
     let mut mounts: Vec<MountPoint> = Vec::new();
     let add = |m: MountPoint, mounts: &mut Vec<MountPoint>| -> Result<()> {
@@ -114,15 +219,7 @@ pub async fn prepare_mounts(svc: &ContainerService, mut rec: Record) -> Result<R
                 &mut mounts,
             )?;
         } else {
-            let v = svc
-                .volumes
-                .create(
-                    Some(&src).filter(|s| !s.is_empty()).map(|s| s.as_str()),
-                    None,
-                    HashMap::new(),
-                    HashMap::new(),
-                )
-                .await?;
+            let v = volume_for(svc, Some(src.as_str()), created).await?;
             add(
                 MountPoint {
                     kind: "volume".into(),
@@ -177,10 +274,7 @@ pub async fn prepare_mounts(svc: &ContainerService, mut rec: Record) -> Result<R
                 }
             }
             Some(T::VOLUME) | None => {
-                let v = svc
-                    .volumes
-                    .create(m.source.as_deref(), None, HashMap::new(), HashMap::new())
-                    .await?;
+                let v = volume_for(svc, m.source.as_deref(), created).await?;
                 let nocopy = m
                     .volume_options
                     .as_ref()
@@ -261,10 +355,7 @@ pub async fn prepare_mounts(svc: &ContainerService, mut rec: Record) -> Result<R
         if mounts.iter().any(|m| m.destination == dst) {
             continue;
         }
-        let v = svc
-            .volumes
-            .create(None, None, HashMap::new(), HashMap::new())
-            .await?;
+        let v = volume_for(svc, None, created).await?;
         mounts.push(MountPoint {
             kind: "volume".into(),
             name: Some(v.name.clone()),

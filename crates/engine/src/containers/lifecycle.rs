@@ -242,6 +242,12 @@ impl ContainerService {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let shim = self.shim(&id);
+        // The pid is known once the container is created; ask before starting it, since a
+        // process that exits at once takes its shim (and socket) with it.
+        let st = shim
+            .state()
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
         if let Err(e) = shim.start().await {
             let _ = shim.kill(9).await;
             let _ = shim.wait().await;
@@ -249,10 +255,6 @@ impl ContainerService {
                 "failed to start container: {e}"
             )));
         }
-        let st = shim
-            .state()
-            .await
-            .map_err(|e| EngineError::Internal(e.to_string()))?;
         {
             let mut r = c.rec.write().await;
             r.state.status = Status::Running;
@@ -625,6 +627,8 @@ impl ContainerService {
             if rec.state.status == Status::Paused {
                 let _ = shim.resume().await;
             }
+            // dockerd reports the SIGKILL of `rm -f` as a kill event before die/destroy.
+            self.emit("kill", &rec, &[("signal", "9".into())]);
             let _ = shim.kill(9).await;
             if !Self::wait_exit(c, gen0, Some(Duration::from_secs(15))).await {
                 return Err(EngineError::Internal(format!(
@@ -699,25 +703,9 @@ impl ContainerService {
                 if !alive {
                     return Ok(c.rec.read().await.state.exit_code);
                 }
-                loop {
-                    if exited.wait_for(|(g, _)| *g != gen0).await.is_err() {
-                        break;
-                    }
-                    let r = c.rec.read().await;
-                    if !(r.state.status.is_alive() || r.state.status == Status::Restarting) {
-                        break;
-                    }
-                    drop(r);
-                    // Restarted meanwhile: wait for the next exit.
-                    let g = exited.borrow().0;
-                    if exited.wait_for(|(x, _)| *x != g).await.is_err() {
-                        break;
-                    }
-                    let r = c.rec.read().await;
-                    if !(r.state.status.is_alive() || r.state.status == Status::Restarting) {
-                        break;
-                    }
-                }
+                // As dockerd: the first exit ends the wait, even if a restart policy brings
+                // the container back.
+                let _ = exited.wait_for(|(g, _)| *g != gen0).await;
                 Ok(exited.borrow().1)
             }
             "next-exit" => {

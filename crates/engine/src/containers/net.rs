@@ -400,6 +400,7 @@ impl ContainerService {
                         bindings.push(Binding {
                             host_ip: hip,
                             host_port: hp,
+                            host_port_end: hp,
                             proto: proto.to_string(),
                             container_port: cp,
                         });

@@ -175,7 +175,7 @@ mod tests {
 
     fn query(name: &str, qtype: u16) -> Vec<u8> {
         let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-        for l in name.split('.') {
+        for l in name.split('.').filter(|l| !l.is_empty()) {
             q.push(l.len() as u8);
             q.extend_from_slice(l.as_bytes());
         }

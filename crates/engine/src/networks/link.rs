@@ -120,38 +120,33 @@ pub async fn add_endpoint(
     r
 }
 
-/// Outbound NAT for a bridge subnet, as Docker sets it up (idempotent).
-pub async fn ensure_masquerade(subnet: &str, bridge: &str) {
-    let rule = [
-        "-t",
-        "nat",
-        "-C",
-        "POSTROUTING",
-        "-s",
-        subnet,
-        "!",
-        "-o",
-        bridge,
-        "-j",
-        "MASQUERADE",
-    ];
-    if run("iptables", &rule).await.is_err() {
-        let mut add = rule;
-        add[2] = "-A";
-        if let Err(e) = run("iptables", &add).await {
-            tracing::warn!(error = %e, "could not add the NAT rule; containers have no outbound access");
-        }
-    }
-    let _ = tokio::fs::write("/proc/sys/net/ipv4/ip_forward", "1").await;
-}
-
-pub async fn remove_masquerade(subnet: &str, bridge: &str) {
-    let _ = run(
-        "iptables",
-        &[
-            "-t",
+/// The iptables rules of one bridge network, as Docker makes them: traffic between the
+/// bridge's own ports is accepted (a host whose FORWARD policy is DROP, as dockerd leaves it,
+/// would otherwise cut containers off from each other), and for non-internal networks outbound
+/// traffic is accepted and masqueraded, with replies let back in.
+fn bridge_rules(subnet: &str, bridge: &str, internal: bool) -> Vec<Vec<String>> {
+    let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut r = vec![v(&[
+        "filter", "FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT",
+    ])];
+    if !internal {
+        r.push(v(&[
+            "filter", "FORWARD", "-i", bridge, "!", "-o", bridge, "-j", "ACCEPT",
+        ]));
+        r.push(v(&[
+            "filter",
+            "FORWARD",
+            "-o",
+            bridge,
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "RELATED,ESTABLISHED",
+            "-j",
+            "ACCEPT",
+        ]));
+        r.push(v(&[
             "nat",
-            "-D",
             "POSTROUTING",
             "-s",
             subnet,
@@ -160,9 +155,67 @@ pub async fn remove_masquerade(subnet: &str, bridge: &str) {
             bridge,
             "-j",
             "MASQUERADE",
-        ],
-    )
-    .await;
+        ]));
+    }
+    r
+}
+
+async fn iptables(op: &str, rule: &[String]) -> Result<String> {
+    let mut args: Vec<&str> = vec!["-w", "5", "-t", &rule[0], op, &rule[1]];
+    args.extend(rule[2..].iter().map(|s| s.as_str()));
+    run("iptables", &args).await
+}
+
+/// Add the bridge's rules (idempotent).
+pub async fn ensure_bridge_rules(subnet: &str, bridge: &str, internal: bool) {
+    for rule in bridge_rules(subnet, bridge, internal) {
+        if iptables("-C", &rule).await.is_ok() {
+            continue;
+        }
+        // FORWARD rules go first, ahead of a DROP a host firewall may have.
+        let op = if rule[1] == "FORWARD" { "-I" } else { "-A" };
+        if let Err(e) = iptables(op, &rule).await {
+            tracing::warn!(error = %e, bridge, "could not add an iptables rule");
+        }
+    }
+    if !internal {
+        let _ = tokio::fs::write("/proc/sys/net/ipv4/ip_forward", "1").await;
+    }
+}
+
+/// Remove the bridge's rules (every copy, whatever `internal` was).
+pub async fn remove_bridge_rules(subnet: &str, bridge: &str) {
+    for rule in bridge_rules(subnet, bridge, false) {
+        for _ in 0..8 {
+            if iptables("-D", &rule).await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// A host-wide lock held while a subnet is chosen and its bridge made, so engines running
+/// side by side (tests) never pick the same subnet.
+pub struct HostLock(#[allow(dead_code)] std::fs::File);
+
+pub async fn host_lock() -> Result<HostLock> {
+    tokio::task::spawn_blocking(|| {
+        use std::os::fd::AsRawFd;
+        let _ = std::fs::create_dir_all("/run/berth");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open("/run/berth/ipam.lock")?;
+        // SAFETY: flock on a file descriptor we own; released when the file is closed.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(HostLock(f))
+    })
+    .await
+    .map_err(|e| EngineError::Internal(format!("ipam lock: {e}")))?
+    .map_err(|e| EngineError::Internal(format!("ipam lock: {e}")))
 }
 
 /// IPv4 routes on the host (destination networks), to avoid subnets already in use.

@@ -54,18 +54,32 @@ impl NetworkRecord {
     }
 }
 
-/// Parse `a.b.c.d/n`; the address is masked to the network address.
+/// Parse a subnet `a.b.c.d/n` as dockerd validates an IPAM config: the address must be the
+/// network's own address.
 pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8)> {
-    let bad = || EngineError::invalid(format!("invalid CIDR address: {s}"));
+    let bad = || {
+        EngineError::invalid(format!(
+            "invalid network config:\ninvalid subnet {s}: invalid CIDR block notation"
+        ))
+    };
     let (a, p) = s.split_once('/').ok_or_else(bad)?;
     let a: Ipv4Addr = a.parse().map_err(|_| bad())?;
     let p: u8 = p.parse().map_err(|_| bad())?;
+    if p > 32 {
+        return Err(bad());
+    }
     if !(8..=30).contains(&p) {
         return Err(EngineError::invalid(format!(
             "invalid pool request: prefix length /{p} of {s} is out of range"
         )));
     }
-    Ok((mask(a, p), p))
+    let net = mask(a, p);
+    if net != a {
+        return Err(EngineError::invalid(format!(
+            "invalid network config:\ninvalid subnet {s}: it should be {net}/{p}"
+        )));
+    }
+    Ok((net, p))
 }
 
 pub fn mask(a: Ipv4Addr, p: u8) -> Ipv4Addr {
@@ -109,7 +123,11 @@ impl NetworkService {
             names: Arc::new(dns::Table::default()),
             proxies: Default::default(),
         });
-        svc.ensure_defaults().await?;
+        {
+            let _lock = link::host_lock().await?;
+            svc.ensure_defaults().await?;
+        }
+        svc.adopt().await;
         Ok(svc)
     }
 
@@ -155,6 +173,18 @@ impl NetworkService {
             .await?;
         }
         Ok(())
+    }
+
+    /// On start: every bridge network gets its device, rules and DNS server back (a clean
+    /// shutdown removed the idle ones; a crash may have left them, which is adopted).
+    async fn adopt(&self) {
+        let Ok(all) = self.list().await else { return };
+        let _lock = link::host_lock().await;
+        for n in all.iter().filter(|n| n.is_bridge()) {
+            if let Err(e) = self.bring_up(n).await {
+                tracing::warn!(network = %n.name, error = %e, "could not bring the network up");
+            }
+        }
     }
 
     /// Docker's 172.17.0.0/16 for the default data root; a /20 derived from the data root
@@ -309,9 +339,21 @@ impl NetworkService {
                 "network with name {name} already exists"
             )));
         }
-        let (net, prefix) = match subnet.filter(|s| !s.is_empty()) {
-            Some(s) => {
-                let c = parse_cidr(s)?;
+        // Validate before taking the host-wide lock; choose and bring up under it.
+        let wanted = subnet
+            .filter(|s| !s.is_empty())
+            .map(parse_cidr)
+            .transpose()?;
+        let _lock = link::host_lock().await?;
+        let (net, prefix) = match wanted {
+            Some(c) => {
+                let s = subnet.unwrap_or_default();
+                let routes = link::host_routes().await;
+                if routes.iter().any(|r| r.1 > 0 && overlaps(*r, c)) {
+                    return Err(EngineError::Forbidden(format!(
+                        "invalid pool request: Pool overlaps with other one on this address space ({s} is routed on this host)"
+                    )));
+                }
                 for n in self.list().await? {
                     if n.cidr().is_some_and(|o| overlaps(o, c)) {
                         return Err(EngineError::Forbidden(
@@ -382,9 +424,7 @@ impl NetworkService {
             return Ok(());
         };
         link::ensure_bridge(&br, gw, prefix).await?;
-        if n.internal == 0 {
-            link::ensure_masquerade(&format!("{net}/{prefix}"), &br).await;
-        }
+        link::ensure_bridge_rules(&format!("{net}/{prefix}"), &br, n.internal != 0).await;
         if !n.is_default_bridge() {
             let mut d = self.dns.lock().unwrap_or_else(|e| e.into_inner());
             if !d.contains_key(&n.id) {
@@ -408,7 +448,7 @@ impl NetworkService {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&n.id);
         if let (Some(br), Some((net, prefix))) = (n.bridge.clone(), n.cidr()) {
-            link::remove_masquerade(&format!("{net}/{prefix}"), &br).await;
+            link::remove_bridge_rules(&format!("{net}/{prefix}"), &br).await;
             link::delete_link(&br).await;
         }
     }

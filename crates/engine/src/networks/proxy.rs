@@ -16,6 +16,9 @@ pub struct Binding {
     pub host_ip: IpAddr,
     /// 0 = choose a free port.
     pub host_port: u16,
+    /// The end of a host port range (`8000-8010:80`): the first free port of the range is
+    /// taken. Equal to `host_port` for a single port.
+    pub host_port_end: u16,
     pub proto: String,
     pub container_port: u16,
 }
@@ -44,20 +47,31 @@ impl Proxies {
         let mut bound = Vec::new();
         let mut out = Vec::new();
         for b in bindings {
-            let addr = SocketAddr::new(b.host_ip, b.host_port);
-            let r = match b.proto.as_str() {
-                "udp" => UdpSocket::bind(addr).await.map(Bound::Udp),
-                _ => TcpListener::bind(addr).await.map(Bound::Tcp),
-            };
+            let mut r = Err(std::io::Error::from(std::io::ErrorKind::AddrInUse));
+            for p in b.host_port..=b.host_port_end.max(b.host_port) {
+                let addr = SocketAddr::new(b.host_ip, p);
+                r = match b.proto.as_str() {
+                    "udp" => UdpSocket::bind(addr).await.map(Bound::Udp),
+                    _ => TcpListener::bind(addr).await.map(Bound::Tcp),
+                };
+                if r.is_ok() {
+                    break;
+                }
+            }
             let s = r.map_err(|e| {
                 let why = if e.kind() == std::io::ErrorKind::AddrInUse {
                     "port is already allocated".to_string()
                 } else {
                     e.to_string()
                 };
+                let port = if b.host_port_end > b.host_port {
+                    format!("{}-{}", b.host_port, b.host_port_end)
+                } else {
+                    b.host_port.to_string()
+                };
                 EngineError::Internal(format!(
-                    "driver failed programming external connectivity on endpoint {endpoint} ({container}): Bind for {}:{} failed: {why}",
-                    b.host_ip, b.host_port
+                    "driver failed programming external connectivity on endpoint {endpoint} ({container}): Bind for {}:{port} failed: {why}",
+                    b.host_ip
                 ))
             })?;
             let port = match &s {
@@ -66,6 +80,7 @@ impl Proxies {
             };
             out.push(Binding {
                 host_port: port,
+                host_port_end: port,
                 ..b.clone()
             });
             bound.push((s, b.container_port));
@@ -102,32 +117,48 @@ impl Proxies {
     }
 }
 
+/// Accept and forward; the connections live in a JoinSet owned by this task, so aborting the
+/// listener task (container stop) also closes every proxied connection, as docker-proxy exits.
 async fn tcp(l: TcpListener, dst: SocketAddr) {
+    let mut conns = tokio::task::JoinSet::new();
     loop {
-        let Ok((mut inbound, _)) = l.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        tokio::spawn(async move {
-            let _ = inbound.set_nodelay(true);
-            match TcpStream::connect(dst).await {
-                Ok(mut out) => {
-                    let _ = out.set_nodelay(true);
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
-                }
-                Err(e) => tracing::debug!(%dst, error = %e, "proxy: container port unreachable"),
+        tokio::select! {
+            acc = l.accept() => {
+                let Ok((mut inbound, _)) = acc else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                conns.spawn(async move {
+                    let _ = inbound.set_nodelay(true);
+                    match TcpStream::connect(dst).await {
+                        Ok(mut out) => {
+                            let _ = out.set_nodelay(true);
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                        }
+                        Err(e) => {
+                            tracing::debug!(%dst, error = %e, "proxy: container port unreachable")
+                        }
+                    }
+                });
             }
-        });
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
     }
 }
 
-/// One upstream socket per client address; flows idle for 90 s are dropped.
+/// One upstream socket per client address; flows idle for 90 s are dropped. Flow tasks live
+/// in a JoinSet owned by this task, so stopping the proxy ends them too.
 async fn udp(sock: Arc<UdpSocket>, dst: SocketAddr) {
     let flows: Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>> = Default::default();
+    let mut tasks = tokio::task::JoinSet::new();
     let mut buf = vec![0u8; 65536];
     loop {
-        let Ok((n, client)) = sock.recv_from(&mut buf).await else {
-            continue;
+        let (n, client) = tokio::select! {
+            r = sock.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(_) => continue,
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
         };
         let existing = flows
             .lock()
@@ -149,7 +180,7 @@ async fn udp(sock: Arc<UdpSocket>, dst: SocketAddr) {
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(client, u.clone());
                 let (u2, s2, f2) = (u.clone(), sock.clone(), flows.clone());
-                tokio::spawn(async move {
+                tasks.spawn(async move {
                     let mut b = vec![0u8; 65536];
                     while let Ok(Ok(m)) =
                         tokio::time::timeout(Duration::from_secs(90), u2.recv(&mut b)).await
@@ -172,11 +203,22 @@ pub fn bindings_from(
     publish_all: bool,
 ) -> Result<Vec<Binding>> {
     let mut out = Vec::new();
+    let bad = |s: &str| EngineError::invalid(format!("invalid port specification: \"{s}\""));
     let parse_key = |k: &str| -> Result<(u16, String)> {
         let (p, proto) = k.split_once('/').unwrap_or((k, "tcp"));
-        let port: u16 = p
-            .parse()
-            .map_err(|_| EngineError::invalid(format!("invalid port specification: \"{k}\"")))?;
+        let port: u16 = p.parse().map_err(|_| bad(p))?;
+        if port == 0 {
+            return Err(bad(p));
+        }
+        let proto = if proto.is_empty() { "tcp" } else { proto };
+        if !matches!(proto, "tcp" | "udp" | "sctp") {
+            return Err(EngineError::invalid(format!("invalid proto: {proto}")));
+        }
+        if proto == "sctp" {
+            return Err(EngineError::invalid(
+                "SCTP port publishing is not supported",
+            ));
+        }
         Ok((port, proto.to_string()))
     };
     for (k, v) in port_bindings {
@@ -188,19 +230,26 @@ pub fn bindings_from(
                 .filter(|i| !i.is_empty())
                 .unwrap_or_else(|| "0.0.0.0".into());
             let host_ip: IpAddr = ip
+                .trim_start_matches('[')
+                .trim_end_matches(']')
                 .parse()
                 .map_err(|_| EngineError::invalid(format!("invalid IP address: {ip}")))?;
             let hp = pb.host_port.clone().unwrap_or_default();
-            let host_port: u16 = if hp.is_empty() {
-                0
+            let (host_port, host_port_end) = if hp.is_empty() {
+                (0, 0)
             } else {
-                hp.parse().map_err(|_| {
-                    EngineError::invalid(format!("invalid port specification: \"{hp}\""))
-                })?
+                let (a, b) = hp.split_once('-').unwrap_or((&hp, &hp));
+                let a: u16 = a.parse().map_err(|_| bad(&hp))?;
+                let b: u16 = b.parse().map_err(|_| bad(&hp))?;
+                if b < a {
+                    return Err(bad(&hp));
+                }
+                (a, b)
             };
             out.push(Binding {
                 host_ip,
                 host_port,
+                host_port_end,
                 proto: proto.clone(),
                 container_port: cport,
             });
@@ -216,6 +265,7 @@ pub fn bindings_from(
                 out.push(Binding {
                     host_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
                     host_port: 0,
+                    host_port_end: 0,
                     proto,
                     container_port: cport,
                 });
@@ -223,4 +273,75 @@ pub fn bindings_from(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard_stubs::models::PortBinding;
+
+    fn pb(ip: &str, port: &str) -> Option<Vec<PortBinding>> {
+        Some(vec![PortBinding {
+            host_ip: Some(ip.into()),
+            host_port: Some(port.into()),
+        }])
+    }
+
+    #[test]
+    fn parses_bindings_ranges_and_rejects_bad_ports() {
+        let mut m = HashMap::new();
+        m.insert("80/tcp".to_string(), pb("127.0.0.1", "8000-8010"));
+        m.insert("53/udp".to_string(), pb("", ""));
+        let mut b = bindings_from(&m, &["9000/tcp".into()], true).unwrap();
+        b.sort_by_key(|x| x.container_port);
+        assert_eq!(b.len(), 3);
+        assert_eq!(
+            (b[0].container_port, b[0].proto.as_str(), b[0].host_port),
+            (53, "udp", 0)
+        );
+        assert_eq!((b[1].host_port, b[1].host_port_end), (8000, 8010));
+        assert_eq!(b[1].host_ip, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(b[2].container_port, 9000);
+
+        let mut m = HashMap::new();
+        m.insert("80/tcp".to_string(), pb("", "70000"));
+        let e = bindings_from(&m, &[], false).unwrap_err().to_string();
+        assert!(e.contains("invalid port specification: \"70000\""), "{e}");
+        let mut m = HashMap::new();
+        m.insert("99999/tcp".to_string(), None);
+        assert!(bindings_from(&m, &[], false).is_err());
+    }
+
+    #[tokio::test]
+    async fn taken_port_fails_and_frees_the_others() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let tp = taken.local_addr().unwrap().port();
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let bind = |p: u16| Binding {
+            host_ip: lo,
+            host_port: p,
+            host_port_end: p,
+            proto: "tcp".into(),
+            container_port: 80,
+        };
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let fp = free.local_addr().unwrap().port();
+        drop(free);
+        let px = Proxies::default();
+        let e = px
+            .start("cid", "name", Ipv4Addr::LOCALHOST, &[bind(fp), bind(tp)])
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("port is already allocated"), "{e}");
+        // The first binding was released with the failure.
+        std::net::TcpListener::bind(("127.0.0.1", fp)).unwrap();
+        let ok = px
+            .start("cid", "name", Ipv4Addr::LOCALHOST, &[bind(0)])
+            .await
+            .unwrap();
+        assert_ne!(ok[0].host_port, 0);
+        px.stop("cid").await;
+        std::net::TcpListener::bind(("127.0.0.1", ok[0].host_port)).unwrap();
+    }
 }

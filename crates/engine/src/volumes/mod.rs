@@ -21,8 +21,14 @@ pub struct VolumeRecord {
 }
 
 impl VolumeRecord {
+    /// The volume's labels; anonymous volumes carry `com.docker.volume.anonymous` as in
+    /// Docker ≥ 23 (clients and `volume prune` tell them apart by it).
     pub fn labels(&self) -> HashMap<String, String> {
-        serde_json::from_str(&self.labels).unwrap_or_default()
+        let mut l: HashMap<String, String> = serde_json::from_str(&self.labels).unwrap_or_default();
+        if self.anonymous != 0 {
+            l.insert("com.docker.volume.anonymous".into(), String::new());
+        }
+        l
     }
     pub fn options(&self) -> HashMap<String, String> {
         serde_json::from_str(&self.options).unwrap_or_default()

@@ -1,0 +1,264 @@
+//! `berth`: the bundled CLI of Berth. Engine control, docker context set-up,
+//! diagnostics, and Docker's daily commands over the Docker Engine API.
+
+mod build;
+mod client;
+mod container;
+mod context;
+mod dockerignore;
+mod doctor;
+mod engine;
+mod format;
+mod image;
+mod network;
+mod system;
+mod volume;
+
+use anyhow::Result;
+use clap::{CommandFactory, Parser, Subcommand};
+use client::Target;
+use std::io::Write;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "berth",
+    version,
+    about = "Berth: a Docker-compatible container manager",
+    long_about = "Berth's command-line tool: start and stop the engine, set up the docker CLI to use it, \
+diagnose problems, and run Docker's everyday commands against it.",
+    subcommand_required = true,
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    /// Daemon socket to connect to (unix:///path or tcp://host:port)
+    #[arg(short = 'H', long = "host", value_name = "HOST")]
+    host: Option<String>,
+
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Start, stop and inspect the native Berth engine (berthd)
+    #[command(subcommand)]
+    Engine(engine::EngineCmd),
+    /// Check that the engine, runtime, registries and published ports work
+    Doctor(doctor::DoctorArgs),
+    /// Manage the `berth` docker context used by the docker CLI
+    #[command(subcommand)]
+    Context(context::ContextCmd),
+    /// Print shell commands that point docker clients at Berth
+    Env(context::EnvArgs),
+
+    /// List containers
+    Ps(container::PsArgs),
+    /// Create and run a new container from an image
+    Run(container::RunArgs),
+    /// Create a new container
+    Create(container::RunArgs),
+    /// Start one or more stopped containers
+    Start(container::StartArgs),
+    /// Stop one or more running containers
+    Stop(container::StopArgs),
+    /// Restart one or more containers
+    Restart(container::StopArgs),
+    /// Kill one or more running containers
+    Kill(container::KillArgs),
+    /// Remove one or more containers
+    Rm(container::RmArgs),
+    /// Fetch the logs of a container
+    Logs(container::LogsArgs),
+    /// Execute a command in a running container
+    Exec(container::ExecArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(container::StatsArgs),
+    /// Block until one or more containers stop, then print their exit codes
+    Wait(container::NamesArgs),
+    /// Pause all processes within one or more containers
+    Pause(container::NamesArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(container::NamesArgs),
+    /// Return low-level information on Docker objects
+    Inspect(container::InspectArgs),
+
+    /// List images
+    Images(image::ImagesArgs),
+    /// Download an image from a registry
+    Pull(image::PullArgs),
+    /// Upload an image to a registry
+    Push(image::PushArgs),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+    Tag(image::TagArgs),
+    /// Remove one or more images
+    Rmi(image::RmiArgs),
+    /// Show the history of an image
+    History(image::HistoryArgs),
+    /// Build an image from a Dockerfile
+    Build(build::BuildArgs),
+
+    /// Manage volumes
+    #[command(subcommand)]
+    Volume(volume::VolumeCmd),
+    /// Manage networks
+    #[command(subcommand)]
+    Network(network::NetworkCmd),
+    /// Manage Docker
+    #[command(subcommand)]
+    System(system::SystemCmd),
+    /// Show the Docker version information
+    Version(system::VersionArgs),
+    /// Display system-wide information
+    Info(system::InfoArgs),
+
+    /// Generate shell completions
+    Completion {
+        /// Shell: bash, zsh, fish (also elvish, powershell)
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages for berth and every subcommand into a directory
+    Man {
+        /// Output directory
+        dir: std::path::PathBuf,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berth: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = std::io::stdout().flush();
+            if let Some(x) = e.downcast_ref::<client::Exit>() {
+                if !x.msg.is_empty() {
+                    eprintln!("{}", x.msg);
+                }
+                x.code
+            } else {
+                eprintln!("Error: {e:#}");
+                1
+            }
+        }
+    };
+    let _ = std::io::stdout().flush();
+    rt.shutdown_background();
+    std::process::exit(code);
+}
+
+/// Runs the command; returns the exit code.
+async fn run(cli: Cli) -> Result<i32> {
+    let t = Target::resolve(cli.host.as_deref());
+    match cli.cmd {
+        Cmd::Engine(c) => engine::run(c).await,
+        Cmd::Doctor(a) => doctor::run(&t, a).await,
+        Cmd::Context(c) => context::run(c),
+        Cmd::Env(a) => context::env(&t, a),
+        Cmd::Ps(a) => container::ps(&t, a).await,
+        Cmd::Run(a) => container::run(&t, a, false).await,
+        Cmd::Create(a) => container::run(&t, a, true).await,
+        Cmd::Start(a) => container::start(&t, a).await,
+        Cmd::Stop(a) => container::stop(&t, a, false).await,
+        Cmd::Restart(a) => container::stop(&t, a, true).await,
+        Cmd::Kill(a) => container::kill(&t, a).await,
+        Cmd::Rm(a) => container::rm(&t, a).await,
+        Cmd::Logs(a) => container::logs(&t, a).await,
+        Cmd::Exec(a) => container::exec(&t, a).await,
+        Cmd::Stats(a) => container::stats(&t, a).await,
+        Cmd::Wait(a) => container::wait(&t, a).await,
+        Cmd::Pause(a) => container::pause(&t, a, true).await,
+        Cmd::Unpause(a) => container::pause(&t, a, false).await,
+        Cmd::Inspect(a) => container::inspect(&t, a).await,
+        Cmd::Images(a) => image::images(&t, a).await,
+        Cmd::Pull(a) => image::pull(&t, a).await,
+        Cmd::Push(a) => image::push(&t, a).await,
+        Cmd::Tag(a) => image::tag(&t, a).await,
+        Cmd::Rmi(a) => image::rmi(&t, a).await,
+        Cmd::History(a) => image::history(&t, a).await,
+        Cmd::Build(a) => build::build(&t, a).await,
+        Cmd::Volume(c) => volume::run(&t, c).await,
+        Cmd::Network(c) => network::run(&t, c).await,
+        Cmd::System(c) => system::run(&t, c).await,
+        Cmd::Version(a) => system::version(&t, a).await,
+        Cmd::Info(a) => system::info(&t, a).await,
+        Cmd::Completion { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "berth", &mut std::io::stdout());
+            Ok(0)
+        }
+        Cmd::Man { dir } => {
+            man_pages(&dir)?;
+            Ok(0)
+        }
+    }
+}
+
+fn man_pages(dir: &std::path::Path) -> Result<()> {
+    use anyhow::Context as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    fn walk(cmd: &clap::Command, prefix: &str, dir: &std::path::Path) -> Result<usize> {
+        use anyhow::Context as _;
+        let name = if prefix.is_empty() {
+            cmd.get_name().to_string()
+        } else {
+            format!("{prefix}-{}", cmd.get_name())
+        };
+        let leaked: &'static str = Box::leak(name.clone().into_boxed_str());
+        let page = cmd.clone().name(leaked);
+        let path = dir.join(format!("{name}.1"));
+        let mut f =
+            std::fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
+        clap_mangen::Man::new(page).render(&mut f)?;
+        let mut n = 1;
+        for sub in cmd.get_subcommands() {
+            if sub.get_name() == "help" {
+                continue;
+            }
+            n += walk(sub, &name, dir)?;
+        }
+        Ok(n)
+    }
+    let mut cmd = Cli::command();
+    cmd.build();
+    let n = walk(&cmd, "", dir)?;
+    eprintln!("wrote {n} man pages to {}", dir.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn docker_syntax_parses() {
+        for args in [
+            &[
+                "berth", "run", "-it", "--rm", "-p", "8080:80", "-h", "box", "busybox", "sh", "-c",
+                "ls -l",
+            ][..],
+            &["berth", "ps", "-a", "-q", "-n", "3", "--no-trunc"],
+            &["berth", "-H", "unix:///x.sock", "images", "-q"],
+            &["berth", "exec", "-it", "-u", "root", "c", "ls", "-la"],
+            &["berth", "logs", "-f", "-t", "--tail", "5", "c"],
+            &["berth", "stop", "-t", "3", "a", "b"],
+            &["berth", "history", "-H=false", "busybox"],
+        ] {
+            Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
+    }
+}
