@@ -245,7 +245,13 @@ def test_live_restore_after_sigkill(berthd):
 def test_killed_shim_marks_exit(berthd):
     run(berthd, "-d", "--name", "ks", "busybox", "sleep", "300")
     cid = inspect(berthd, "ks")["Id"]
-    shims = [p for p in os.listdir("/proc") if p.isdigit() and cid in open(f"/proc/{p}/cmdline", "rb").read().decode(errors="ignore") and b"berth-shim" in open(f"/proc/{p}/cmdline", "rb").read()]
+    def cmdline(p):
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                return f.read().decode(errors="ignore")
+        except OSError:  # processes come and go while we look
+            return ""
+    shims = [p for p in os.listdir("/proc") if p.isdigit() and cid in cmdline(p) and "berth-shim" in cmdline(p)]
     assert shims, "no shim found"
     for p in shims:
         os.kill(int(p), signal.SIGKILL)

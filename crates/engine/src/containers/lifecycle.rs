@@ -249,16 +249,30 @@ impl ContainerService {
             .await
             .map_err(|e| EngineError::Internal(e.to_string()))?;
         if let Err(e) = shim.start().await {
+            // A process that ends at once can take the shim away before its reply to `start`
+            // is written: the exit it recorded shows that the start did happen.
+            let gone = matches!(
+                e,
+                ShimError::Closed | ShimError::Connect { .. } | ShimError::Io(_)
+            );
+            if gone && shim.read_exit_file().await.is_some() {
+                return self.started(c, &id, st.pid).await;
+            }
             let _ = shim.kill(9).await;
             let _ = shim.wait().await;
             return Err(EngineError::InvalidParameter(format!(
                 "failed to start container: {e}"
             )));
         }
+        self.started(c, &id, st.pid).await
+    }
+
+    /// Records a started container and watches it (its exit, its health).
+    async fn started(self: &Arc<Self>, c: &Arc<Container>, id: &str, pid: i32) -> Result<()> {
         {
             let mut r = c.rec.write().await;
             r.state.status = Status::Running;
-            r.state.pid = st.pid as i64;
+            r.state.pid = pid as i64;
             r.state.exit_code = 0;
             r.state.error.clear();
             r.state.oom_killed = false;
@@ -281,7 +295,7 @@ impl ContainerService {
             self.save(&snap).await?;
             self.emit("start", &snap, &[]);
         }
-        self.spawn_monitor(c.clone(), id.clone());
+        self.spawn_monitor(c.clone(), id.to_string());
         self.spawn_health(c.clone());
         Ok(())
     }

@@ -252,6 +252,9 @@ fn walk<W: io::Write>(
         h.set_entry_type(tar::EntryType::Regular);
         h.set_size(0);
         h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
         b.append_data(&mut h, rel.join(OPAQUE), io::empty())?;
     }
     for n in names {
@@ -266,6 +269,9 @@ fn walk<W: io::Write>(
             h.set_entry_type(tar::EntryType::Regular);
             h.set_size(0);
             h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
             let wh = format!("{WHITEOUT_PREFIX}{}", n.to_string_lossy());
             b.append_data(&mut h, rel.join(wh), io::empty())?;
             continue;
@@ -356,6 +362,9 @@ mod tests {
             let mut h = tar::Header::new_gnu();
             h.set_size(data.len() as u64);
             h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
             h.set_entry_type(tar::EntryType::Regular);
             b.append_data(&mut h, name, *data).unwrap();
         }
@@ -394,6 +403,9 @@ mod tests {
         let mut h = tar::Header::new_gnu();
         h.set_size(1);
         h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
         // set_path refuses "..", so write the name bytes directly.
         h.as_gnu_mut().unwrap().name[..7].copy_from_slice(b"../evil");
         h.set_cksum();

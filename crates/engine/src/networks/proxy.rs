@@ -133,7 +133,8 @@ async fn tcp(l: TcpListener, dst: SocketAddr) {
                     match TcpStream::connect(dst).await {
                         Ok(mut out) => {
                             let _ = out.set_nodelay(true);
-                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                            // 64 KiB buffers: bulk transfers were buffer-bound with the 8 KiB default.
+                            let _ = tokio::io::copy_bidirectional_with_sizes(&mut inbound, &mut out, 1 << 16, 1 << 16).await;
                         }
                         Err(e) => {
                             tracing::debug!(%dst, error = %e, "proxy: container port unreachable")
