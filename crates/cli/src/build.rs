@@ -103,6 +103,13 @@ pub fn context_tar(dir: &Path, dockerfile: &str) -> Result<Vec<u8>> {
 
 pub async fn build(t: &Target, a: BuildArgs) -> Result<i32> {
     let d = t.connect()?;
+    // The same notice docker prints: this is the classic builder.
+    eprintln!(
+        "DEPRECATED: The legacy builder is deprecated and will be removed in a future release."
+    );
+    eprintln!("            Install the buildx component to build images with BuildKit:");
+    eprintln!("            https://docs.docker.com/go/buildx/");
+    eprintln!();
     if !a.path.is_dir() {
         return Err(exit(
             1,
@@ -134,6 +141,9 @@ pub async fn build(t: &Target, a: BuildArgs) -> Result<i32> {
                     .map(|r| r.to_string_lossy().to_string())
             }) {
                 Some(rel) => (rel, None),
+                None if !abs.exists() => {
+                    return Err(exit(1, format!("unable to prepare context: unable to evaluate symlinks in Dockerfile path: lstat {}: no such file or directory", abs.display())));
+                }
                 None => {
                     let data = std::fs::read(&abs).map_err(|e| {
                         exit(
@@ -206,12 +216,6 @@ pub async fn build(t: &Target, a: BuildArgs) -> Result<i32> {
         o = o.pull("1");
     }
     if !a.quiet {
-        eprintln!(
-            "DEPRECATED: The legacy builder is deprecated and will be removed in a future release."
-        );
-        eprintln!("            Install the buildx component to build images with BuildKit:");
-        eprintln!("            https://docs.docker.com/go/buildx/");
-        eprintln!();
         println!(
             "Sending build context to Docker daemon  {}",
             crate::format::human_size4(tar.len() as f64)
@@ -223,8 +227,10 @@ pub async fn build(t: &Target, a: BuildArgs) -> Result<i32> {
     while let Some(item) = s.next().await {
         match item {
             Ok(info) => {
-                if let Some(e) = info.error_detail.and_then(|e| e.message) {
-                    return Err(exit(1, e));
+                if let Some(e) = info.error_detail {
+                    // docker exits with the failing step's code
+                    let code = e.code.filter(|c| *c > 0).unwrap_or(1) as i32;
+                    return Err(exit(code, e.message.unwrap_or_default()));
                 }
                 if let Some(st) = info.stream {
                     if a.quiet {
@@ -251,7 +257,14 @@ pub async fn build(t: &Target, a: BuildArgs) -> Result<i32> {
                 }
             }
             Err(bollard::errors::Error::DockerStreamError { error }) => {
-                return Err(exit(1, error));
+                // bollard drops errorDetail.code; docker exits with it, and
+                // the classic builder's message ends with it.
+                let code = error
+                    .rsplit_once("returned a non-zero code: ")
+                    .and_then(|(_, c)| c.trim().parse::<i32>().ok())
+                    .filter(|c| *c > 0)
+                    .unwrap_or(1);
+                return Err(exit(code, error));
             }
             Err(e) => return Err(daemon_err(t, e, 1)),
         }

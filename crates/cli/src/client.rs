@@ -1,7 +1,7 @@
 //! Connection to the engine (DOCKER_HOST, the selected docker context, or
 //! Berth's default socket) and Docker's error reporting and exit codes.
 
-use anyhow::{anyhow, Context as _, Result};
+use anyhow::{anyhow, Result};
 use bollard::Docker;
 use serde_json::Value;
 use std::fmt;
@@ -78,7 +78,10 @@ impl Target {
                 ),
             ));
         };
-        d.with_context(|| format!("connecting to {}", self.host))
+        d.map_err(|e| match e {
+            bollard::errors::Error::SocketNotFoundError(_) => self.cannot_connect(),
+            other => anyhow::Error::new(other).context(format!("connecting to {}", self.host)),
+        })
     }
 
     pub fn cannot_connect(&self) -> anyhow::Error {
@@ -173,10 +176,7 @@ fn parse_response(buf: &[u8]) -> Result<(u16, Vec<u8>)> {
     }
     let mut out = Vec::new();
     let mut rest = body;
-    loop {
-        let Some(nl) = rest.windows(2).position(|w| w == b"\r\n") else {
-            break;
-        };
+    while let Some(nl) = rest.windows(2).position(|w| w == b"\r\n") {
         let size_s = String::from_utf8_lossy(&rest[..nl]);
         let size =
             usize::from_str_radix(size_s.split(';').next().unwrap_or("0").trim(), 16).unwrap_or(0);
@@ -228,7 +228,12 @@ pub fn filters(list: &[String]) -> Result<std::collections::HashMap<String, Vec<
     for f in list {
         let (k, v) = f
             .split_once('=')
-            .ok_or_else(|| exit(1, format!("bad format of filter (expected name=value)")))?;
+            .ok_or_else(|| {
+                exit(
+                    125,
+                    format!("invalid argument \"{f}\" for \"-f, --filter\" flag: bad format of filter (expected name=value)"),
+                )
+            })?;
         m.entry(k.trim().to_lowercase())
             .or_default()
             .push(v.to_string());

@@ -575,9 +575,8 @@ fn create_body(a: &RunArgs) -> Result<Value> {
                 c.parse::<i64>().map_err(|_| {
                     exit(
                         125,
-                        format!(
-                            "invalid restart policy format: maximum retry count must be an integer"
-                        ),
+                        "invalid restart policy format: maximum retry count must be an integer"
+                            .to_string(),
                     )
                 })?,
             ),
@@ -589,7 +588,10 @@ fn create_body(a: &RunArgs) -> Result<Value> {
         json!({"Name": if name == "no" { "" } else { name.as_str() }, "MaximumRetryCount": count})
     };
     if a.rm && !restart["Name"].as_str().unwrap_or("").is_empty() {
-        return Err(exit(125, "Conflicting options: --restart and --rm"));
+        return Err(exit(
+            125,
+            "berth: conflicting options: cannot specify both --restart and --rm\n\nRun 'berth run --help' for more information",
+        ));
     }
     let mut tmpfs = Map::new();
     for t in &a.tmpfs {
@@ -1163,8 +1165,9 @@ pub async fn rm(t: &Target, a: RmArgs) -> Result<i32> {
         match d.remove_container(c, Some(o)).await {
             Ok(()) => println!("{c}"),
             Err(e) => {
-                // docker rm -f on a missing container is silent
+                // docker rm -f on a missing container reports it but succeeds
                 if a.force && status_of(&e) == Some(404) {
+                    eprintln!("{}", daemon_err(t, e, 1));
                     continue;
                 }
                 eprintln!("{}", daemon_err(t, e, 1));

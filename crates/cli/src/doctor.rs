@@ -215,7 +215,7 @@ pub async fn run(t: &Target, a: DoctorArgs) -> Result<i32> {
         match free_space(&root) {
             Some((free, total)) => {
                 let free_s = crate::format::human_size(free as f64);
-                let pct = if total > 0 { free * 100 / total } else { 100 };
+                let pct = (free * 100).checked_div(total).unwrap_or(100);
                 if free < 1_000_000_000 || pct < 5 {
                     r.bad(format!("Only {free_s} free in the data root {root} ({pct}%): pulls and builds may fail; run `berth system prune`"));
                 } else {

@@ -948,7 +948,7 @@ pub fn go_print(v: &Value) -> String {
                 if f.fract() == 0.0 && f.abs() < 1e21 {
                     if f.abs() >= 1e6 {
                         // Go prints large floats in exponent form: %v of float64
-                        go_g(f, 17).replace("e+0", "e+0")
+                        go_g(f, 17)
                     } else {
                         format!("{f}")
                     }

@@ -171,6 +171,7 @@ mod base64_decode {
 
 pub struct Progress {
     tty: bool,
+    to_stderr: bool,
     multi: MultiProgress,
     bars: HashMap<String, ProgressBar>,
     quiet: bool,
@@ -190,6 +191,7 @@ impl Progress {
         };
         Progress {
             tty,
+            to_stderr,
             multi,
             bars: HashMap::new(),
             quiet,
@@ -202,6 +204,8 @@ impl Progress {
         }
         if self.tty {
             let _ = self.multi.println(s);
+        } else if self.to_stderr {
+            eprintln!("{s}");
         } else {
             println!("{s}");
         }

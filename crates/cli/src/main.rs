@@ -124,7 +124,21 @@ enum Cmd {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind as K;
+            let _ = e.print();
+            // docker: 0 for help, 1 for a missing argument, 125 for bad flags
+            std::process::exit(match e.kind() {
+                K::DisplayHelp
+                | K::DisplayVersion
+                | K::DisplayHelpOnMissingArgumentOrSubcommand => 0,
+                K::MissingRequiredArgument | K::MissingSubcommand => 1,
+                _ => 125,
+            });
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

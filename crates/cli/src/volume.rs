@@ -115,7 +115,7 @@ pub async fn run(t: &Target, c: VolumeCmd) -> Result<i32> {
         VolumeCmd::Create(a) => {
             if let (Some(f), Some(n)) = (&a.name_flag, &a.name) {
                 if f != n {
-                    return Err(exit(1, format!("conflicting options: cannot specify a volume-name through both --name and as a positional arg")));
+                    return Err(exit(1, "conflicting options: cannot specify a volume-name through both --name and as a positional arg".to_string()));
                 }
             }
             let req = bollard::models::VolumeCreateRequest {
