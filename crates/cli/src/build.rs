@@ -2,8 +2,8 @@
 //! (classic builder) and print its stream as docker does.
 
 use crate::client::{daemon_err, exit, Target};
-use crate::dockerignore::Ignore;
 use anyhow::{Context as _, Result};
+use berth_dockerignore::Ignore;
 use bollard::query_parameters as qp;
 use clap::Args;
 use futures::StreamExt;

@@ -5,7 +5,6 @@ mod build;
 mod client;
 mod container;
 mod context;
-mod dockerignore;
 mod doctor;
 mod engine;
 mod format;

@@ -7,7 +7,7 @@
 
 mod copy;
 pub mod dockerfile;
-pub mod ignore;
+pub use berth_dockerignore as ignore;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;

@@ -1,5 +1,7 @@
 //! `.dockerignore`: Docker's pattern rules (`*`, `?`, `[...]`, `**`, `!` exceptions; the last
 //! matching pattern wins; a pattern that matches a directory covers everything below it).
+//! Shared by the engine (which filters contexts other clients send unfiltered) and the CLI
+//! (which filters the context it sends).
 
 use regex::Regex;
 
