@@ -113,9 +113,8 @@ impl ContainerService {
                 .map(|r| r.state.status.is_alive() || r.state.status == super::Status::Restarting);
             r.unwrap_or(true)
         };
-        if !alive(c) {
-            return;
-        }
+        // No early return for a stopped container: the loop reads what was appended since the
+        // first read (a process that wrote and exited in between) before it checks liveness.
         let mut partial = String::new();
         loop {
             // Read what was appended since.
