@@ -32,6 +32,9 @@ pub struct StartArgs {
     /// Seconds to wait for the engine to answer
     #[arg(long, default_value_t = 60)]
     timeout: u64,
+    /// Run the engine in Berth's Linux VM instead (same as `berth vm start`)
+    #[arg(long)]
+    vm: bool,
     /// More arguments for berthd
     #[arg(last = true)]
     extra: Vec<String>,
@@ -44,6 +47,9 @@ pub struct StopArgs {
     /// Seconds to wait for the engine to exit
     #[arg(long, default_value_t = 60)]
     timeout: u64,
+    /// The engine in Berth's Linux VM (same as `berth vm stop|status`)
+    #[arg(long)]
+    vm: bool,
 }
 
 #[derive(Args, Debug)]
@@ -73,7 +79,22 @@ pub enum EngineCmd {
 }
 
 pub async fn run(c: EngineCmd) -> Result<i32> {
+    use crate::vm::{VmCmd, VmStartArgs, VmStatusArgs};
+    let vm_start = |a: &StartArgs| VmStartArgs {
+        registry_mirror: a.registry_mirror.clone(),
+        timeout: a.timeout.max(300),
+        ..Default::default()
+    };
     match c {
+        EngineCmd::Start(a) if a.vm => crate::vm::run(VmCmd::Start(vm_start(&a))).await,
+        EngineCmd::Stop(a) if a.vm => crate::vm::run(VmCmd::Stop { timeout: a.timeout }).await,
+        EngineCmd::Restart(a) if a.vm => {
+            crate::vm::run(VmCmd::Stop { timeout: a.timeout }).await?;
+            crate::vm::run(VmCmd::Start(vm_start(&a))).await
+        }
+        EngineCmd::Status(a) if a.vm => {
+            crate::vm::run(VmCmd::Status(VmStatusArgs { json: false })).await
+        }
         EngineCmd::Start(a) => start(&a).await,
         EngineCmd::Stop(a) => stop(&a.paths, a.timeout).await,
         EngineCmd::Restart(a) => {

@@ -11,6 +11,7 @@ mod format;
 mod image;
 mod network;
 mod system;
+mod vm;
 mod volume;
 
 use anyhow::Result;
@@ -42,6 +43,9 @@ enum Cmd {
     /// Start, stop and inspect the native Berth engine (berthd)
     #[command(subcommand)]
     Engine(engine::EngineCmd),
+    /// Start, stop and inspect Berth's Linux VM and the engine inside it
+    #[command(subcommand)]
+    Vm(vm::VmCmd),
     /// Check that the engine, runtime, registries and published ports work
     Doctor(doctor::DoctorArgs),
     /// Manage the `berth` docker context used by the docker CLI
@@ -174,6 +178,7 @@ async fn run(cli: Cli) -> Result<i32> {
     let t = Target::resolve(cli.host.as_deref());
     match cli.cmd {
         Cmd::Engine(c) => engine::run(c).await,
+        Cmd::Vm(c) => vm::run(c).await,
         Cmd::Doctor(a) => doctor::run(&t, a).await,
         Cmd::Context(c) => context::run(c),
         Cmd::Env(a) => context::env(&t, a),

@@ -43,6 +43,9 @@ pub struct Args {
     /// berth-shim binary (default: next to berthd, then $PATH).
     #[arg(long = "shim", env = "BERTH_SHIM_BIN")]
     pub shim: Option<PathBuf>,
+    /// VM mode (docs/VM.md): berth-guest's socket to announce published ports to the host.
+    #[arg(long = "port-announce")]
+    pub port_announce: Option<PathBuf>,
 }
 
 /// A registry mirror: scheme + host[:port] (+ optional path prefix ignored).
@@ -63,6 +66,7 @@ pub struct Config {
     pub log_level: String,
     pub runtime: String,
     pub shim: Option<PathBuf>,
+    pub port_announce: Option<PathBuf>,
 }
 
 impl Config {
@@ -103,6 +107,7 @@ impl Config {
             log_level: a.log_level,
             runtime: a.runtime,
             shim: a.shim,
+            port_announce: a.port_announce,
         })
     }
 

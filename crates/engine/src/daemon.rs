@@ -213,10 +213,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         &cfg.data_root,
         events.clone(),
     )?);
-    let networks =
-        crate::networks::NetworkService::open(store.clone(), events.clone(), &cfg.data_root)
-            .await
-            .context("opening the network service")?;
+    let networks = crate::networks::NetworkService::open(
+        store.clone(),
+        events.clone(),
+        &cfg.data_root,
+        cfg.port_announce.clone(),
+    )
+    .await
+    .context("opening the network service")?;
     let containers = ContainerService::open(
         cfg.clone(),
         store.clone(),

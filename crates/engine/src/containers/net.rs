@@ -269,6 +269,10 @@ impl ContainerService {
             .proxies
             .start(&r.id, &r.name, ip, &bindings)
             .await?;
+        if let Err(e) = self.networks.announcer.announce(&r.id, &bound).await {
+            self.networks.proxies.stop(&r.id).await;
+            return Err(e);
+        }
         let ports = ports_json(&r.config.exposed_ports.clone().unwrap_or_default(), &bound);
         let primary_ep = endpoints.get(&primary.name).cloned().unwrap_or(Value::Null);
         let settings = json!({
@@ -300,6 +304,7 @@ impl ContainerService {
 
     pub(crate) async fn net_teardown(&self, id: &str) {
         self.networks.proxies.stop(id).await;
+        self.networks.announcer.withdraw(id).await;
         let Ok(c) = self.get(id).await else {
             link::netns_del(&netns_name(id)).await;
             return;
@@ -408,13 +413,20 @@ impl ContainerService {
                 }
             }
         }
-        if let Err(e) = self
+        match self
             .networks
             .proxies
             .start(&r.id, &r.name, ip, &bindings)
             .await
         {
-            tracing::warn!(container = %r.id, error = %e, "could not restore published ports");
+            Ok(bound) => {
+                if let Err(e) = self.networks.announcer.announce(&r.id, &bound).await {
+                    tracing::warn!(container = %r.id, error = %e, "host refused restored ports");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(container = %r.id, error = %e, "could not restore published ports")
+            }
         }
     }
 

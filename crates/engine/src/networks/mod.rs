@@ -2,6 +2,7 @@
 //! embedded DNS server. Endpoints (veth + address in the container's netns) are made by the
 //! container service through `attach`/`detach`; published ports go through `proxy`.
 
+pub mod announce;
 pub mod dns;
 pub mod link;
 pub mod proxy;
@@ -105,6 +106,8 @@ pub struct NetworkService {
     dns: Mutex<HashMap<String, dns::Server>>,
     pub names: Arc<dns::Table>,
     pub proxies: proxy::Proxies,
+    /// VM mode: published ports announced to the host (docs/VM.md).
+    pub announcer: announce::Announcer,
 }
 
 impl NetworkService {
@@ -112,6 +115,7 @@ impl NetworkService {
         store: Store,
         events: Arc<Events>,
         data_root: &std::path::Path,
+        port_announce: Option<std::path::PathBuf>,
     ) -> Result<Arc<Self>> {
         let h = crate::util::sha256_digest(data_root.display().to_string().as_bytes());
         let svc = Arc::new(Self {
@@ -122,6 +126,7 @@ impl NetworkService {
             dns: Mutex::new(HashMap::new()),
             names: Arc::new(dns::Table::default()),
             proxies: Default::default(),
+            announcer: announce::Announcer::new(port_announce),
         });
         {
             let _lock = link::host_lock().await?;
