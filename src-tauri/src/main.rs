@@ -104,6 +104,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mut serve = None;
     let mut ui_dir = None;
+    let mut hidden = false;
     let mut i = 1;
     while i < args.len() {
         match args[i].as_str() {
@@ -111,12 +112,14 @@ fn main() {
                 serve = args.get(i + 1).cloned();
                 i += 1;
             }
+            // Started at login (autostart entry): the tray only, no window.
+            "--hidden" => hidden = true,
             "--ui-dir" => {
                 ui_dir = args.get(i + 1).map(PathBuf::from);
                 i += 1;
             }
             "-h" | "--help" => {
-                println!("usage: berth-desktop [--serve-ui 127.0.0.1:PORT [--ui-dir DIR]]");
+                println!("usage: berth-desktop [--hidden] [--serve-ui 127.0.0.1:PORT [--ui-dir DIR]]");
                 return;
             }
             "--version" => {
@@ -137,10 +140,10 @@ fn main() {
         }
         return;
     }
-    run_app();
+    run_app(hidden);
 }
 
-fn run_app() {
+fn run_app(hidden: bool) {
     let host = Host::with_default_settings();
     tauri::Builder::default()
         .manage(App {
@@ -173,6 +176,12 @@ fn run_app() {
             match tray::install(&handle, host.clone()) {
                 Ok(_) => *app.state::<App>().tray.lock().unwrap() = true,
                 Err(e) => tracing::warn!("no tray icon: {e}"),
+            }
+            // Hidden only when a tray icon can bring the window back.
+            if hidden && *app.state::<App>().tray.lock().unwrap() {
+                for w in app.webview_windows().values() {
+                    let _ = w.hide();
+                }
             }
             Ok(())
         })

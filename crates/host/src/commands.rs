@@ -470,6 +470,11 @@ impl Host {
                 }
                 let new: Settings = serde_json::from_value(current)?;
                 new.validate()?;
+                if new.start_at_login != crate::autostart::is_enabled() {
+                    let exe = std::env::current_exe()
+                        .map_err(|e| HostError::io(format!("cannot find the app's binary: {e}")))?;
+                    crate::autostart::set(new.start_at_login, &exe)?;
+                }
                 new.save(&self.settings_path)?;
                 let host_changed = new.docker_host != self.settings().docker_host;
                 *self.settings.write().unwrap() = new.clone();
@@ -1095,5 +1100,34 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.message.contains("theme"));
+    }
+
+    /// Settings → start at login writes the XDG autostart entry, and turning it off removes it.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn start_at_login_writes_and_removes_the_autostart_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        // Only this test reads XDG_CONFIG_HOME (nextest runs each test in its own process).
+        std::env::set_var("XDG_CONFIG_HOME", dir.path().join("config"));
+        let entry = dir.path().join("config/autostart/berth.desktop");
+        let h = Host::new(dir.path().join("s.json"));
+        h.call("settings.set", json!({"settings": {"startAtLogin": true}}))
+            .await
+            .unwrap();
+        let text = std::fs::read_to_string(&entry).unwrap();
+        let exe = std::env::current_exe().unwrap();
+        assert!(
+            text.contains(&format!("Exec=\"{}\" --hidden", exe.display())),
+            "{text}"
+        );
+        assert!(
+            Settings::load(&dir.path().join("s.json"))
+                .unwrap()
+                .start_at_login
+        );
+        h.call("settings.set", json!({"settings": {"startAtLogin": false}}))
+            .await
+            .unwrap();
+        assert!(!entry.exists());
     }
 }

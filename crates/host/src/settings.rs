@@ -20,7 +20,7 @@ pub struct Settings {
     pub docker_host: String,
     /// Start the engine when the app starts and finds it stopped.
     pub start_engine: bool,
-    /// Start the app at login (the autostart entry is written by the installers).
+    /// Start the app (hidden, in the tray) at login: `autostart` writes the platform's entry.
     pub start_at_login: bool,
     /// Hide the window to the tray instead of quitting when it is closed.
     pub close_to_tray: bool,

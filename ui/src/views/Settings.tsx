@@ -109,7 +109,7 @@ export function Settings() {
             ))}
           </fieldset>
           {toggle('startEngine', 'Start the engine when Berth starts')}
-          {toggle('startAtLogin', 'Start Berth at login', 'the autostart entry comes with the installers')}
+          {toggle('startAtLogin', 'Start Berth at login', 'in the tray, without a window')}
           {toggle('closeToTray', 'Keep running in the tray when the window is closed')}
           {toggle('confirmDeletes', 'Ask before deleting')}
         </section>
