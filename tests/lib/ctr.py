@@ -73,12 +73,14 @@ class Tmux:
     """A docker CLI command in a real terminal (a tmux pane). Each has its own tmux server
     (`-L`): sessions of parallel tests sharing one server race with its exit."""
 
-    def __init__(self, b, command: str, width: int = 120, height: int = 40):
+    def __init__(self, b, command: str, width: int = 120, height: int = 40,
+                 program: str | None = None):
         self.name = f"berth-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         env = b.docker_env()
         envs = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items() if k.startswith("DOCKER"))
         # `sleep` keeps the pane (and its output) after the command returns; `echo` marks it.
-        shell = f"env {envs} {docker_cli()} {command}; echo CLI-EXITED-$?; sleep 600"
+        prog = program or docker_cli()
+        shell = f"env {envs} {prog} {command}; echo CLI-EXITED-$?; sleep 600"
         self.tmux = ["tmux", "-L", self.name]
         subprocess.run([*self.tmux, "new-session", "-d", "-s", self.name, "-x", str(width),
                         "-y", str(height), shell], check=True, timeout=20)

@@ -773,6 +773,54 @@ fn term_size() -> Option<(u16, u16)> {
     (r == 0 && ws.ws_row > 0).then_some((ws.ws_row, ws.ws_col))
 }
 
+/// What a terminal resize applies to.
+enum TtyOf {
+    Container(String),
+    Exec(String),
+}
+
+/// Push the terminal's size now and on every SIGWINCH, as docker's CLI does; abort the handle
+/// when the session ends.
+fn follow_resizes(d: &Docker, of: TtyOf) -> tokio::task::JoinHandle<()> {
+    let d = d.clone();
+    tokio::spawn(async move {
+        let Ok(mut winch) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
+        else {
+            return;
+        };
+        loop {
+            if let Some((h, w)) = term_size() {
+                let _ = match &of {
+                    TtyOf::Container(id) => {
+                        d.resize_container_tty(
+                            id,
+                            qp::ResizeContainerTTYOptionsBuilder::new()
+                                .h(h as i32)
+                                .w(w as i32)
+                                .build(),
+                        )
+                        .await
+                    }
+                    TtyOf::Exec(id) => {
+                        d.resize_exec(
+                            id,
+                            qp::ResizeExecOptions {
+                                h: h as i32,
+                                w: w as i32,
+                            },
+                        )
+                        .await
+                    }
+                };
+            }
+            if winch.recv().await.is_none() {
+                return;
+            }
+        }
+    })
+}
+
 /// Copy stdin into `input` on a blocking thread; close it at EOF.
 fn forward_stdin(mut input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>) {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
@@ -952,21 +1000,36 @@ async fn attach_start_wait(
             ));
         }
     }
-    if tty {
-        if let Some((h, w)) = term_size() {
-            let _ = d
-                .resize_container_tty(
-                    id,
-                    qp::ResizeContainerTTYOptionsBuilder::new()
-                        .h(h as i32)
-                        .w(w as i32)
-                        .build(),
-                )
-                .await;
+    let resizer = tty.then(|| follow_resizes(d, TtyOf::Container(id.to_string())));
+    pump_output(att.output).await;
+    if let Some(r) = resizer {
+        r.abort();
+    }
+    drop(raw);
+    let mut waiter = waiter;
+    if stdin {
+        // The stream also ends when the user detaches (Ctrl-P Ctrl-Q, handled by the engine):
+        // then the container still runs and, like docker, we return 0 without waiting.
+        tokio::select! {
+            r = &mut waiter => return match r {
+                Ok(Ok(code)) => Ok(code as i32),
+                Ok(Err(e)) => Err(exit(125, format!("Error waiting for the container: {e}"))),
+                Err(_) => Ok(0),
+            },
+            _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+        }
+        let running = d
+            .inspect_container(id, None::<qp::InspectContainerOptions>)
+            .await
+            .ok()
+            .and_then(|i| i.state)
+            .and_then(|s| s.running)
+            .unwrap_or(false);
+        if running {
+            waiter.abort();
+            return Ok(0);
         }
     }
-    pump_output(att.output).await;
-    drop(raw);
     match waiter.await {
         Ok(Ok(code)) => Ok(code as i32),
         Ok(Err(e)) => Err(exit(125, format!("Error waiting for the container: {e}"))),
@@ -1441,20 +1504,13 @@ pub async fn exec(t: &Target, a: ExecArgs) -> Result<i32> {
             if a.interactive {
                 forward_stdin(input);
             }
-            if a.tty {
-                if let Some((h, w)) = term_size() {
-                    let _ = d
-                        .resize_exec(
-                            &created.id,
-                            qp::ResizeExecOptions {
-                                h: h as i32,
-                                w: w as i32,
-                            },
-                        )
-                        .await;
-                }
-            }
+            let resizer = a
+                .tty
+                .then(|| follow_resizes(&d, TtyOf::Exec(created.id.clone())));
             pump_output(output).await;
+            if let Some(r) = resizer {
+                r.abort();
+            }
             drop(raw);
             let mut code = 0;
             for _ in 0..50 {

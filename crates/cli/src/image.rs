@@ -174,6 +174,8 @@ pub struct Progress {
     to_stderr: bool,
     multi: MultiProgress,
     bars: HashMap<String, ProgressBar>,
+    /// Layer ids in the order they appeared.
+    order: Vec<String>,
     quiet: bool,
 }
 
@@ -194,6 +196,7 @@ impl Progress {
             to_stderr,
             multi,
             bars: HashMap::new(),
+            order: Vec::new(),
             quiet,
         }
     }
@@ -219,6 +222,9 @@ impl Progress {
         let has_progress = current > 0 || total > 0;
         match id.filter(|i| !i.is_empty()) {
             Some(id) if self.tty => {
+                if !self.bars.contains_key(id) {
+                    self.order.push(id.to_string());
+                }
                 let bar = self.bars.entry(id.to_string()).or_insert_with(|| {
                     let b = self.multi.add(ProgressBar::new(0));
                     b.set_style(
@@ -260,9 +266,16 @@ impl Progress {
         }
     }
 
+    /// Replace the bars by their final lines (`<layer>: Pull complete`), in the order the
+    /// layers appeared, so they stay on screen as docker's do.
     fn finish_bars(&mut self) {
-        for (_, b) in self.bars.drain() {
-            b.finish();
+        let mut bars: Vec<(String, ProgressBar)> = self.bars.drain().collect();
+        bars.sort_by_key(|(_, b)| self.order.iter().position(|o| o == b.prefix().as_str()));
+        self.order.clear();
+        for (id, b) in bars {
+            let last = b.message();
+            b.finish_and_clear();
+            let _ = self.multi.println(format!("{id}: {last}"));
         }
     }
 
