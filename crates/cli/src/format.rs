@@ -788,6 +788,23 @@ fn eval_pipeline(p: &Pipeline, dot: &Value, vars: &Vars, header: bool) -> Result
                 }
                 call(f, &vals, header)?
             }
+            // A method of the row, as docker's format contexts have: `{{.Label "key"}}`.
+            Some(Arg::Dot(path))
+                if args.len() == 2 && path.last().map(String::as_str) == Some("Label") =>
+            {
+                let key = as_str(&eval_arg(&args[1], dot, vars, header)?);
+                let owner = if path.len() > 1 {
+                    eval_arg(
+                        &Arg::Dot(path[..path.len() - 1].to_vec()),
+                        dot,
+                        vars,
+                        header,
+                    )?
+                } else {
+                    dot.clone()
+                };
+                label_of(&owner, &key)
+            }
             Some(a) => {
                 if args.len() > 1 {
                     bail!("template: can't give argument to non-function");
@@ -799,6 +816,21 @@ fn eval_pipeline(p: &Pipeline, dot: &Value, vars: &Vars, header: bool) -> Result
         prev = Some(v);
     }
     Ok(prev.unwrap_or(Value::Null))
+}
+
+/// `.Label "key"`: the value of one label, from a row's `Labels` ("k=v,k2=v2" as the tables
+/// print it, or an object); empty when absent, as docker prints it.
+fn label_of(row: &Value, key: &str) -> Value {
+    let found = match row.get("Labels") {
+        Some(Value::Object(m)) => m.get(key).map(as_str),
+        Some(Value::String(s)) => s
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.to_string()),
+        _ => None,
+    };
+    Value::String(found.unwrap_or_default())
 }
 
 fn as_str(v: &Value) -> String {
@@ -1004,6 +1036,11 @@ mod tests {
     #[test]
     fn templates() {
         let v = json!({"ID":"abc","Labels":{"k":"v"},"L":[1,2],"Sub":{"X":"y"}});
+        let r = |f: &str, v: &Value| Template::parse(f).unwrap().render(v).unwrap();
+        assert_eq!(r(r#"{{.Label "k"}}|{{.Label "none"}}"#, &v), "v|");
+        let row = json!({"Labels": "com.docker.compose.project=web,a=b"});
+        assert_eq!(r(r#"{{.Label "com.docker.compose.project"}}"#, &row), "web");
+        assert_eq!(r(r#"{{.Label "a" | upper}}"#, &row), "B");
         assert_eq!(render_one("{{.ID}}", &v).unwrap(), "abc");
         assert_eq!(render_one("{{.Sub.X}}", &v).unwrap(), "y");
         assert_eq!(render_one("{{index .Labels \"k\"}}", &v).unwrap(), "v");

@@ -125,6 +125,15 @@ fn lifecycle_ps_logs_exec_stop_rm() {
         env.docker(&["ps", "--format", "{{index .Labels \"tier\"}}"]),
     );
     assert_eq!(b.code, d.code, "{b:?} {d:?}");
+    // ... and the context's method gives one label, the same in both.
+    env.same_with(
+        &[
+            "ps",
+            "--format",
+            "{{.Names}}:{{.Label \"tier\"}}:{{.Label \"nope\"}}",
+        ],
+        ids,
+    );
     env.same_with(
         &[
             "ps",
