@@ -253,7 +253,7 @@ async fn forward_tcp(l: TcpListener, vsock: Arc<PathBuf>, port: u16) {
                     if g.write_all(format!("tcp {port}\n").as_bytes()).await.is_err() {
                         return;
                     }
-                    let _ = tokio::io::copy_bidirectional_with_sizes(&mut inbound, &mut g, 256 << 10, 256 << 10).await;
+                    let _ = berth_vsock_proto::pipe(&mut inbound, &mut g).await;
                 });
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}

@@ -1,6 +1,6 @@
 //! The host's Docker API socket in VM mode: every connection is piped to berthd in the guest
-//! through vsock port 2375. A plain byte pipe with half-close, so hijacked attach/exec streams
-//! and `docker run -i` stdin EOF behave as on the native socket.
+//! through vsock port 2375, framed by `berth_vsock_proto` so half-close survives the transport:
+//! hijacked attach/exec streams and `docker run -i` stdin EOF behave as on the native socket.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,7 +19,7 @@ pub async fn serve(listener: UnixListener, vsock: Arc<PathBuf>, port: u32) {
         tokio::spawn(async move {
             match hvsock::connect(&vsock, port).await {
                 Ok(mut guest) => {
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut guest).await;
+                    let _ = berth_vsock_proto::pipe(&mut client, &mut guest).await;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "engine in the VM unreachable");
