@@ -144,7 +144,7 @@ impl Control {
                 host_ip,
                 port,
             } => {
-                self.unbind(&proto, &host_ip, port);
+                self.unbind(&proto, &host_ip, port).await;
                 Some(Message::Reply { id, error: None })
             }
             Message::Reply { .. } | Message::Shutdown => None,
@@ -195,26 +195,36 @@ impl Control {
         Ok(())
     }
 
-    pub fn unbind(&self, proto: &str, host_ip: &str, port: u16) {
+    /// Close a host listener; returns once the port is free (the aborted task has dropped it).
+    pub async fn unbind(&self, proto: &str, host_ip: &str, port: u16) {
         let Ok(ip) = host_ip.parse::<IpAddr>() else {
             return;
         };
-        if let Some(t) = self
+        let task = self
             .bound
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&(proto.to_string(), ip, port))
-        {
+            .remove(&(proto.to_string(), ip, port));
+        if let Some(t) = task {
             t.abort();
+            let _ = t.await;
             tracing::info!(%proto, %ip, port, "published port freed on the host");
         }
         self.publish_ports();
     }
 
-    /// Close every host listener (the VM stopped).
-    pub fn unbind_all(&self) {
-        for (_, t) in self.bound.lock().unwrap_or_else(|e| e.into_inner()).drain() {
+    /// Close every host listener (the VM stopped); returns once the ports are free.
+    pub async fn unbind_all(&self) {
+        let tasks: Vec<JoinHandle<()>> = self
+            .bound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, t)| t)
+            .collect();
+        for t in tasks {
             t.abort();
+            let _ = t.await;
         }
         self.publish_ports();
     }
@@ -375,9 +385,8 @@ mod tests {
         c.bind("tcp", "127.0.0.1", port).await.unwrap();
         c.bind("tcp", "127.0.0.1", port).await.unwrap();
         assert_eq!(c.status().borrow().ports, [format!("tcp 127.0.0.1:{port}")]);
-        c.unbind("tcp", "127.0.0.1", port);
-        // Freed: binding it again from outside works.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        c.unbind("tcp", "127.0.0.1", port).await;
+        // Freed at once: binding it again from outside works.
         std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
         assert!(c.status().borrow().ports.is_empty());
     }

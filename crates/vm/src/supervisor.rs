@@ -341,7 +341,7 @@ pub async fn run(
     };
     api_task.abort();
     ctl_task.abort();
-    control.unbind_all();
+    control.unbind_all().await;
     cleanup(&paths, &ctl_path);
     state.ports.clear();
     state.vm_pid = None;
