@@ -117,6 +117,23 @@ class Vm:
         shutil.rmtree(self.home, ignore_errors=True)
 
 
+def _port_free(port: int, timeout: float = 10) -> bool:
+    """Whether a server could listen on 127.0.0.1:port (SO_REUSEADDR, as servers do: the
+    forwarded connections leave TIME_WAIT entries behind)."""
+    deadline = time.time() + timeout
+    while True:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+                s.listen()
+                return True
+            except OSError:
+                if time.time() > deadline:
+                    return False
+        time.sleep(0.2)
+
+
 def _get(url: str, timeout: float = 30) -> str:
     deadline = time.time() + timeout
     while True:
@@ -145,6 +162,10 @@ def test_vm_end_to_end(registry):
         assert v["Os"] == "linux", v
         info = vm.docker("info", "--format", "{{.Name}} {{.DockerRootDir}}").stdout.split()
         assert info == ["berth-vm", "/var/lib/berth"], info
+        # `berth vm ssh`: a command in the VM, its output byte-exact and its exit code.
+        r = vm.berth("vm", "ssh", "--", "sh", "-c", "uname -n; mount | grep -c ' /var/lib/berth '; exit 3",
+                     check=False)
+        assert (r.returncode, r.stdout) == (3, "berth-vm\n1\n"), (r.returncode, r.stdout, r.stderr)
 
         # -- pull from the host's registry through the mirror, run, logs, exec
         vm.docker("pull", "busybox")
@@ -163,8 +184,7 @@ def test_vm_end_to_end(registry):
         assert r.returncode == 3 and r.stdout.strip() == "served-from-vm", (r.returncode, r.stdout)
         # Freed on the host when the container stops.
         vm.docker("stop", "-t", "1", "web")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", port))
+        assert _port_free(port), f"127.0.0.1:{port} still bound after the container stopped"
         assert f"tcp 127.0.0.1:{port}" not in vm.state()["ports"]
 
         # -- a port taken on the host: the user is told, the container does not start
@@ -219,8 +239,7 @@ def test_vm_end_to_end(registry):
         r = vm.berth("vm", "status", check=False)
         assert r.returncode != 0 and "crashed" in r.stdout, r.stdout
         # The host listener of the running container went away with the VM.
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", port))
+        assert _port_free(port), f"127.0.0.1:{port} still bound after the VM crashed"
     finally:
         vm.cleanup()
 

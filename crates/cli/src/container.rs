@@ -737,12 +737,12 @@ async fn create_container(t: &Target, d: &Docker, a: &RunArgs, code: i32) -> Res
     }
 }
 
-struct RawMode {
+pub(crate) struct RawMode {
     saved: Option<nix::sys::termios::Termios>,
 }
 
 impl RawMode {
-    fn enable() -> RawMode {
+    pub(crate) fn enable() -> RawMode {
         use nix::sys::termios;
         let stdin = std::io::stdin();
         let saved = termios::tcgetattr(&stdin).ok();
@@ -767,7 +767,7 @@ impl Drop for RawMode {
     }
 }
 
-fn term_size() -> Option<(u16, u16)> {
+pub(crate) fn term_size() -> Option<(u16, u16)> {
     let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
     let r = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) };
     (r == 0 && ws.ws_row > 0).then_some((ws.ws_row, ws.ws_col))

@@ -78,6 +78,12 @@ pub enum VmCmd {
     Status(VmStatusArgs),
     /// Print (or follow) the VM's serial console log
     Logs(VmLogsArgs),
+    /// A shell in the VM (as root), or run COMMAND there and return its exit code
+    Ssh {
+        /// Command and arguments (default: an interactive login shell)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
     /// Run the VM supervisor in the foreground (what `start` runs detached)
     #[command(hide = true)]
     Run,
@@ -90,6 +96,7 @@ pub async fn run(c: VmCmd) -> Result<i32> {
         VmCmd::Stop { timeout } => stop(&paths, timeout).await,
         VmCmd::Status(a) => status(&paths, &a).await,
         VmCmd::Logs(a) => logs(&paths, &a).await,
+        VmCmd::Ssh { command } => ssh(&paths, command).await,
         VmCmd::Run => supervise(paths).await,
     }
 }
@@ -326,6 +333,80 @@ async fn logs(paths: &Paths, a: &VmLogsArgs) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// `berth vm ssh`: guest vsock port 1027 (docs/VM.md): a JSON request line, then frames both
+/// ways; after the guest's end-of-data frame comes the command's exit code.
+async fn ssh(paths: &Paths, command: Vec<String>) -> Result<i32> {
+    use std::io::{IsTerminal, Read, Write};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let st = StateFile::read(paths).unwrap_or_default();
+    if st.effective_state() != VmState::Running {
+        return Err(exit(
+            1,
+            "the VM is not running: start it with `berth vm start`",
+        ));
+    }
+    let sock = paths.state_dir().join("vsock.sock");
+    let s = berth_vm::hvsock::connect(&sock, 1027)
+        .await
+        .map_err(|e| exit(1, format!("cannot reach the VM's shell service: {e}")))?;
+    let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let (rows, cols) = crate::container::term_size().unwrap_or((24, 80));
+    let req = serde_json::json!({"tty": tty, "rows": rows, "cols": cols, "cmd": command});
+    // Not `into_split`: dropping an OwnedWriteHalf half-closes the socket, which the vsock
+    // transport turns into a full close (docs/VM.md).
+    let (mut r, mut w) = tokio::io::split(s);
+    w.write_all(format!("{req}\n").as_bytes()).await?;
+    let raw = tty.then(crate::container::RawMode::enable);
+    // stdin → frames, on a thread (stdin reads block); EOF → an end-of-data frame.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let mut stdin = std::io::stdin();
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.blocking_send(buf[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let input = tokio::spawn(async move {
+        while let Some(b) = rx.recv().await {
+            if w.write_all(&(b.len() as u32).to_be_bytes()).await.is_err()
+                || w.write_all(&b).await.is_err()
+            {
+                return;
+            }
+        }
+        let _ = w.write_all(&0u32.to_be_bytes()).await;
+    });
+    let mut out = std::io::stdout();
+    let mut buf = vec![0u8; 64 << 10];
+    let code = loop {
+        let len = match r.read_u32().await {
+            Ok(l) => l as usize,
+            Err(_) => break 255,
+        };
+        if len == 0 {
+            break r.read_i32().await.unwrap_or(255);
+        }
+        if len > buf.len() {
+            break 255;
+        }
+        if r.read_exact(&mut buf[..len]).await.is_err() {
+            break 255;
+        }
+        let _ = out.write_all(&buf[..len]);
+        let _ = out.flush();
+    };
+    input.abort();
+    drop(raw);
+    Ok(code)
 }
 
 fn tail(p: &std::path::Path, n: usize) -> String {

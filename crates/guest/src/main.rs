@@ -15,6 +15,7 @@ mod net;
 mod power;
 mod reaper;
 mod relay;
+mod shell;
 mod vsock;
 
 use std::fs;
@@ -164,6 +165,13 @@ async fn boot(params: BootParams, started: Instant) -> anyhow::Result<std::conve
             tokio::spawn(relay::serve_forward(fwd));
         }
         Err(e) => tracing::warn!("{e:#}: the engine is only reachable inside the VM"),
+    }
+    // `berth vm ssh`.
+    match vsock::VsockListener::bind(vsock::CID_ANY, shell::SHELL_PORT) {
+        Ok(l) => {
+            tokio::spawn(shell::serve(l, reaper.clone()));
+        }
+        Err(e) => tracing::warn!("listening on vsock port {}: {e}", shell::SHELL_PORT),
     }
 
     tracing::debug!("listeners up");
