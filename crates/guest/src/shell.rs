@@ -139,8 +139,7 @@ async fn session(vs: VsockStream, reaper: Arc<Reaper>) -> anyhow::Result<()> {
     // host → pty
     let input = tokio::spawn(async move {
         let mut buf = vec![0u8; 64 << 10];
-        loop {
-            let Ok(len) = vr.read_u32().await else { break };
+        while let Ok(len) = vr.read_u32().await {
             let len = len as usize;
             if len == 0 || len > buf.len() {
                 break;
