@@ -1,5 +1,6 @@
 """Containers through the real docker CLI and docker-py (issue #3)."""
 
+import hashlib
 import json
 import os
 import signal
@@ -296,6 +297,28 @@ def test_no_leaks_after_rm(berthd):
         except OSError:
             pass
     assert not os.path.exists(f"/run/netns/berth-{cid[:12]}")
+    assert_no_state(berthd, cid)
+
+
+def assert_no_state(berthd, cid):
+    """Nothing of a removed container: shim state dir, runc state, cgroups, data dir."""
+    run_dir = "/run/berth/" + hashlib.sha256(berthd.data_root.encode()).hexdigest()[:12]
+    left = [p for p in (f"{run_dir}/{cid[:24]}", f"{run_dir}/runc/{cid}",
+                        f"/sys/fs/cgroup/memory/berth/{cid}", f"/sys/fs/cgroup/pids/berth/{cid}",
+                        os.path.join(berthd.data_root, "containers", cid)) if os.path.exists(p)]
+    assert not left, left
+
+
+def test_no_leaks_after_run_rm(berthd, tmp_path):
+    # `run --rm` returns once the container is removed (wait?condition=removed): by then the
+    # shim has gone and taken the runtime's state and the cgroups with it.
+    for args in ([], ["-t"], ["--pid", "host"]):
+        cidfile = tmp_path / f"cid{len(args)}{args[:1]}"
+        run(berthd, "--rm", "--cidfile", str(cidfile), *args, "busybox", "true")
+        cid = cidfile.read_text().strip()
+        assert_no_state(berthd, cid)
+        with open("/proc/self/mountinfo") as f:
+            assert cid not in f.read()
 
 
 # --- more of issue #3: config merge, flags, security, lifecycle details -------------------

@@ -236,13 +236,23 @@ impl ShimClient {
     /// Waits for the container to exit. When the shim is already gone (or goes away while
     /// waiting) the exit record it left in the state dir is returned instead.
     pub async fn wait(&self) -> Result<ExitInfo, ShimError> {
+        self.wait_exit().await.map(|(e, _)| e)
+    }
+
+    /// Like [`ShimClient::wait`], and also returns what tells when the shim is gone: a shim
+    /// answers `wait` as soon as the container's process has exited, possibly while the
+    /// runtime still deletes the container's state, and exits itself after that.
+    pub async fn wait_exit(&self) -> Result<(ExitInfo, ShimGone), ShimError> {
         match self.call(&Request::Wait).await {
-            Ok((_, r)) => match r.exit {
-                Some(e) => Ok(e),
+            Ok((s, r)) => match r.exit {
+                Some(e) => Ok((e, ShimGone(Some(s)))),
                 None => Err(ShimError::Protocol("wait reply without exit".into())),
             },
             Err(e @ (ShimError::Connect { .. } | ShimError::Io(_) | ShimError::Closed)) => {
-                self.read_exit_file().await.ok_or(e)
+                match self.read_exit_file().await {
+                    Some(x) => Ok((x, ShimGone(None))),
+                    None => Err(e),
+                }
             }
             Err(e) => Err(e),
         }
@@ -282,6 +292,20 @@ impl ShimClient {
             width,
         })
         .await
+    }
+}
+
+/// The connection of an answered `wait`: the shim holds it open until it exits.
+#[derive(Debug)]
+pub struct ShimGone(Option<UnixStream>);
+
+impl ShimGone {
+    /// Resolves once the shim process has exited (at once if it already had).
+    pub async fn wait(self) {
+        if let Some(mut s) = self.0 {
+            let mut b = [0u8; 64];
+            while matches!(s.read(&mut b).await, Ok(n) if n > 0) {}
+        }
     }
 }
 

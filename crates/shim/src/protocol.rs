@@ -91,6 +91,9 @@ pub enum Request {
     },
     Pause,
     Resume,
+    /// Answered once the container's process has exited. The shim may still be deleting the
+    /// runtime's state then (it tells the exit first when the container has a PID namespace
+    /// of its own); it keeps the answered connection open until it exits, after that delete.
     Wait,
     Exec {
         exec_id: String,

@@ -571,3 +571,47 @@ async fn oom_kill_is_recorded() {
     assert!(exit.oom_killed, "{exit:?}");
     assert_cleaned(&env, pid).await;
 }
+
+/// `wait` answers at the exit; the answered connection ends when the shim has exited, and by
+/// then the runtime's state and the cgroups are gone (the shim's own clean-up, no runc run).
+#[tokio::test]
+async fn wait_then_shim_gone() {
+    for pid_ns in [true, false] {
+        let name = if pid_ns { "gone" } else { "gonehost" };
+        let env = setup(name, &["sh", "-c", "true"], false, pid_ns);
+        let shim = spawn(&env, false, false).await;
+        let pid = shim_pid(&env);
+        assert!(
+            env.root.join(&env.id).join("exec.fifo").exists(),
+            "created container without runc's exec.fifo"
+        );
+        shim.start().await.expect("start");
+        assert!(
+            !env.root.join(&env.id).join("exec.fifo").exists(),
+            "exec.fifo left after start"
+        );
+        let (exit, gone) = timeout(T, shim.wait_exit())
+            .await
+            .expect("wait timed out")
+            .expect("wait");
+        assert_eq!(exit.exit_code, 0);
+        timeout(T, gone.wait()).await.expect("shim did not exit");
+        assert!(!env.root.join(&env.id).exists(), "runc state left");
+        assert_cleaned(&env, pid).await;
+    }
+}
+
+/// A start through the exec fifo of a process that cannot run: the failure is the exit.
+#[tokio::test]
+async fn start_of_a_failing_process() {
+    let env = setup("fail", &["sh", "-c", "exit 7"], false, true);
+    let shim = spawn(&env, false, false).await;
+    let pid = shim_pid(&env);
+    shim.start().await.expect("start");
+    let exit = timeout(T, shim.wait())
+        .await
+        .expect("wait timed out")
+        .expect("wait");
+    assert_eq!(exit.exit_code, 7);
+    assert_cleaned(&env, pid).await;
+}

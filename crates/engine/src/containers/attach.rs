@@ -196,6 +196,7 @@ impl PendingAttach {
 impl Drop for PendingAttach {
     fn drop(&mut self) {
         self.0.pending_attach.fetch_sub(1, Ordering::SeqCst);
+        self.0.attach_done.notify_waiters();
     }
 }
 
@@ -216,6 +217,7 @@ impl ContainerService {
                 use berth_shim::protocol::Status as S;
                 if matches!(st.status, S::Created | S::Running | S::Paused) {
                     if let Ok(s) = shim.attach(o.stdin, o.stdout, o.stderr).await {
+                        tracing::debug!(container = %&id[..12], "attached to the shim");
                         return Some(s);
                     }
                 }

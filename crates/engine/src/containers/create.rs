@@ -32,6 +32,7 @@ impl ContainerService {
         name: Option<&str>,
         body: ContainerCreateBody,
     ) -> Result<(String, Vec<String>)> {
+        let mut ph = super::Phases::new("create", "");
         let image_name = body
             .image
             .clone()
@@ -65,6 +66,7 @@ impl ContainerService {
             Some(i) => i,
             None => return Err(self.images.not_found(&image_name)),
         };
+        ph.mark("name+image");
         let ic: ContainerConfig =
             serde_json::from_value(img.run_config().clone()).unwrap_or_default();
         let mut host = body.host_config.clone().unwrap_or_default();
@@ -92,6 +94,7 @@ impl ContainerService {
         }
         let path = argv.remove(0);
         let id = random_id();
+        ph.set_id(&id);
         let mut labels: HashMap<String, String> = ic.labels.clone().unwrap_or_default();
         labels.extend(body.labels.clone().unwrap_or_default());
         let mut exposed: Vec<String> = ic.exposed_ports.clone().unwrap_or_default();
@@ -185,6 +188,7 @@ impl ContainerService {
             mounts: Vec::new(),
             network_settings: serde_json::Value::Null,
         };
+        ph.mark("config");
         std::fs::create_dir_all(self.dir(&id))?;
         let rec = match self.prepare_mounts(rec).await {
             Ok(r) => r,
@@ -193,10 +197,13 @@ impl ContainerService {
                 return Err(e);
             }
         };
+        ph.mark("mounts");
         if let Err(e) = self.save(&rec).await {
             let _ = std::fs::remove_dir_all(self.dir(&id));
             return Err(e);
         }
+        ph.mark("save");
+        ph.done();
         let c = Container::new(rec.clone());
         self.insert(c, &id);
         self.emit("create", &rec, &[]);

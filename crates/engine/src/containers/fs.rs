@@ -418,14 +418,20 @@ impl ContainerService {
 
     /// /etc/hostname, /etc/hosts, /etc/resolv.conf written per container and bind-mounted.
     pub(crate) async fn etc_mounts(&self, rec: &Record, net: &NetConfig) -> Result<Vec<MountSpec>> {
-        let host_gateway = self.host_gateway_ip().await;
+        let extra_hosts = rec.host_config.extra_hosts.clone().unwrap_or_default();
+        // A look-up of the bridge network only for `--add-host NAME:host-gateway`.
+        let host_gateway = if extra_hosts.iter().any(|h| h.ends_with(":host-gateway")) {
+            self.host_gateway_ip().await
+        } else {
+            String::new()
+        };
         let dir = self.dir(&rec.id);
         let hostname = rec.config.hostname.clone().unwrap_or_default();
         std::fs::write(dir.join("hostname"), format!("{hostname}\n"))?;
         let mut hosts = String::from(
             "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
         );
-        for h in rec.host_config.extra_hosts.clone().unwrap_or_default() {
+        for h in extra_hosts {
             if let Some((name, ip)) = h.split_once(':') {
                 let ip = if ip == "host-gateway" {
                     host_gateway.clone()

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_shim::client::{spawn_shim, ShimError, SpawnOpts};
+use berth_shim::client::{spawn_shim, ShimError, ShimGone, SpawnOpts};
 use berth_shim::protocol::{ExitInfo, Status as ShimStatus};
 use bollard_stubs::models::RestartPolicyNameEnum as Policy;
 
@@ -31,6 +31,16 @@ pub fn parse_signal(s: &str) -> Result<i32> {
     name.parse::<nix::sys::signal::Signal>()
         .map(|s| s as i32)
         .map_err(|_| EngineError::invalid(format!("Invalid signal: {s}")))
+}
+
+/// The container init's pid, as the runtime wrote it into the shim's state dir.
+fn read_init_pid(state_dir: &std::path::Path) -> Option<i32> {
+    std::fs::read_to_string(state_dir.join(berth_shim::protocol::INIT_PID_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
 }
 
 fn now() -> String {
@@ -72,11 +82,19 @@ impl ContainerService {
             }
             _ => {}
         }
+        let mut ph = super::Phases::new("start", &id);
+        self.await_shim_done(c, &id).await;
+        ph.mark("old-shim");
         let dir = self.dir(&id);
         let rootfs = Rootfs::new(&dir);
         let lowers = self.images.layer_dirs(&rec.image_id).await?;
-        rootfs.mount(&lowers)?;
-        match self.launch(c, &rootfs).await {
+        ph.mark("layers");
+        // The writable layer of a `--rm` container goes with it: no need to sync it.
+        rootfs.mount_opts(&lowers, rec.host_config.auto_remove == Some(true))?;
+        ph.mark("mount");
+        let res = self.launch(c, &rootfs, &mut ph).await;
+        ph.done();
+        match res {
             Ok(()) => Ok(()),
             Err(e) => {
                 let _ = rootfs.unmount();
@@ -107,7 +125,12 @@ impl ContainerService {
         }
     }
 
-    async fn launch(self: &Arc<Self>, c: &Arc<Container>, rootfs: &Rootfs) -> Result<()> {
+    async fn launch(
+        self: &Arc<Self>,
+        c: &Arc<Container>,
+        rootfs: &Rootfs,
+        ph: &mut super::Phases,
+    ) -> Result<()> {
         let rec = c.rec.read().await.clone();
         let id = rec.id.clone();
         let dir = self.dir(&id);
@@ -125,8 +148,11 @@ impl ContainerService {
             std::fs::create_dir_all(&wd)?;
             let _ = std::os::unix::fs::chown(&wd, Some(user.uid), Some(user.gid));
         }
+        ph.mark("user+wd");
         let net = self.net_setup(c).await?;
+        ph.mark("net");
         let mut mounts = self.etc_mounts(&rec, &net).await?;
+        ph.mark("etc");
         mounts.extend(self.volume_mounts(&rec)?);
         let mut args = vec![rec.path.clone()];
         args.extend(rec.args.iter().cloned());
@@ -207,15 +233,16 @@ impl ContainerService {
         }
         let spec =
             spec::build_spec(&input).map_err(|e| EngineError::InvalidParameter(e.to_string()))?;
+        ph.mark("spec");
         let bundle = dir.join("bundle");
         std::fs::create_dir_all(&bundle)?;
-        crate::util::write_atomic(
-            &bundle.join("config.json"),
-            &serde_json::to_vec_pretty(&spec)?,
-        )?;
+        // Written anew at every start and read at once by the runtime: no fsync (which on a
+        // busy filesystem costs milliseconds).
+        std::fs::write(bundle.join("config.json"), serde_json::to_vec(&spec)?)?;
         let state_dir = self.state_dir(&id);
         let _ = std::fs::remove_dir_all(&state_dir);
         std::fs::create_dir_all(&state_dir)?;
+        ph.mark("bundle");
         let opts = SpawnOpts {
             shim_binary: self.shim_bin.clone(),
             id: id.clone(),
@@ -227,28 +254,50 @@ impl ContainerService {
             tty: cfg.tty.unwrap_or(false),
             stdin: cfg.open_stdin.unwrap_or(false),
         };
-        spawn_shim(&opts).await.map_err(|e| match e {
-            ShimError::Spawn(msg) => EngineError::InvalidParameter(format!(
-                "failed to create task for container: failed to create shim task: OCI runtime create failed: {}: unknown",
-                msg.trim()
-            )),
-            other => EngineError::Internal(other.to_string()),
-        })?;
+        c.shim_done.send_replace(false);
+        if let Err(e) = spawn_shim(&opts).await {
+            // The shim deleted what the runtime had made before it exited.
+            c.shim_done.send_replace(true);
+            return Err(match e {
+                ShimError::Spawn(msg) => EngineError::InvalidParameter(format!(
+                    "failed to create task for container: failed to create shim task: OCI runtime create failed: {}: unknown",
+                    msg.trim()
+                )),
+                other => EngineError::Internal(other.to_string()),
+            });
+        }
+        ph.mark("shim+create");
         // Attachers connect to the shim now, before the process runs, so no output is lost.
         c.created.send_modify(|g| *g += 1);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-        while c.pending_attach.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(2)).await;
+        loop {
+            let woken = c.attach_done.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if c.pending_attach.load(Ordering::SeqCst) == 0
+                || tokio::time::timeout_at(deadline, woken).await.is_err()
+            {
+                break;
+            }
         }
+        ph.mark("attachers");
         let shim = self.shim(&id);
-        // The pid is known once the container is created; ask before starting it, since a
-        // process that exits at once takes its shim (and socket) with it.
-        let st = shim
-            .state()
-            .await
-            .map_err(|e| EngineError::Internal(e.to_string()))?;
-        if let Err(e) = shim.start().await {
+        // The pid is known once the container is created (runc wrote it for the shim); read
+        // it before starting, since a process that exits at once takes its shim (and socket)
+        // with it.
+        let pid = match read_init_pid(&self.state_dir(&id)) {
+            Some(p) => p,
+            None => {
+                shim.state()
+                    .await
+                    .map_err(|e| EngineError::Internal(e.to_string()))?
+                    .pid
+            }
+        };
+        ph.mark("pid");
+        let started = shim.start().await;
+        ph.mark("runc-start");
+        if let Err(e) = started {
             // A process that ends at once can take the shim away before its reply to `start`
             // is written: the exit it recorded shows that the start did happen.
             let gone = matches!(
@@ -256,15 +305,66 @@ impl ContainerService {
                 ShimError::Closed | ShimError::Connect { .. } | ShimError::Io(_)
             );
             if gone && shim.read_exit_file().await.is_some() {
-                return self.started(c, &id, st.pid).await;
+                return self.started(c, &id, pid).await;
             }
             let _ = shim.kill(9).await;
-            let _ = shim.wait().await;
+            let gone = shim.wait_exit().await.ok().map(|(_, g)| g);
+            Self::watch_shim(c.clone(), gone);
             return Err(EngineError::InvalidParameter(format!(
                 "failed to start container: {e}"
             )));
         }
-        self.started(c, &id, st.pid).await
+        let r = self.started(c, &id, pid).await;
+        ph.mark("record");
+        r
+    }
+
+    /// Marks the container's shim done once `gone` says it has exited (at once without one).
+    fn watch_shim(c: Arc<Container>, gone: Option<ShimGone>) {
+        match gone {
+            None => {
+                c.shim_done.send_replace(true);
+            }
+            Some(g) => {
+                tokio::spawn(async move {
+                    if tokio::time::timeout(Duration::from_secs(30), g.wait())
+                        .await
+                        .is_err()
+                    {
+                        tracing::warn!("a shim did not exit within 30 s of its container");
+                    }
+                    c.shim_done.send_replace(true);
+                });
+            }
+        }
+    }
+
+    /// Waits until the last shim of the container has exited, and with it the runtime's state
+    /// (a shim reports the exit before it deletes that); deletes that state itself if the
+    /// shim takes too long.
+    async fn await_shim_done(&self, c: &Container, id: &str) {
+        let mut rx = c.shim_done.subscribe();
+        let done = matches!(
+            tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|d| *d)).await,
+            Ok(Ok(_))
+        );
+        if !done {
+            tracing::warn!(container = %id, "shim still there 10 s after the exit; deleting the runtime's state");
+            self.runtime_delete(id).await;
+        }
+    }
+
+    /// `runc delete --force`, when the runtime still has state for the container.
+    async fn runtime_delete(&self, id: &str) {
+        if !self.runc_root().join(id).exists() {
+            return;
+        }
+        let _ = tokio::process::Command::new(&self.runtime)
+            .arg("--root")
+            .arg(self.runc_root())
+            .args(["delete", "--force", id])
+            .output()
+            .await;
     }
 
     /// Records a started container and watches it (its exit, its health).
@@ -302,13 +402,21 @@ impl ContainerService {
 
     fn spawn_monitor(self: &Arc<Self>, c: Arc<Container>, id: String) {
         let svc = self.clone();
+        c.shim_done.send_replace(false);
         tokio::spawn(async move {
             let shim = svc.shim(&id);
-            let info = match shim.wait().await {
-                Ok(i) => i,
+            let info = match shim.wait_exit().await {
+                Ok((i, gone)) => {
+                    // The shim may still be deleting the runtime's state: the bookkeeping
+                    // below goes on meanwhile; a start or removal waits for it.
+                    Self::watch_shim(c.clone(), Some(gone));
+                    i
+                }
                 Err(e) => {
                     tracing::warn!(container = %id, error = %e, "shim lost; killing the container");
-                    svc.reap_orphan(&id).await
+                    let i = svc.reap_orphan(&id).await;
+                    Self::watch_shim(c.clone(), None);
+                    i
                 }
             };
             svc.on_exit(&c, info).await;
@@ -341,9 +449,12 @@ impl ContainerService {
 
     async fn on_exit(self: &Arc<Self>, c: &Arc<Container>, info: ExitInfo) {
         let id = c.rec.read().await.id.clone();
+        let mut ph = super::Phases::new("exit", &id);
         let rootfs = Rootfs::new(&self.dir(&id));
         let _ = rootfs.unmount();
+        ph.mark("unmount");
         self.net_teardown(&id).await;
+        ph.mark("net");
         let snap = {
             let mut r = c.rec.write().await;
             let ran_for = chrono::DateTime::parse_from_rfc3339(&r.state.started_at)
@@ -365,6 +476,8 @@ impl ContainerService {
             r.clone()
         };
         let _ = self.save(&snap).await;
+        ph.mark("save");
+        ph.done();
         self.emit("die", &snap, &[("exitCode", info.exit_code.to_string())]);
         if info.oom_killed {
             self.emit("oom", &snap, &[]);
@@ -651,26 +764,35 @@ impl ContainerService {
                 )));
             }
         }
+        let mut ph = super::Phases::new("remove", &rec.id);
         {
             let mut r = c.rec.write().await;
             r.state.status = Status::Removing;
         }
         let rootfs = Rootfs::new(&self.dir(&rec.id));
         let _ = rootfs.unmount();
+        ph.mark("unmount");
         self.net_teardown(&rec.id).await;
-        let _ = tokio::process::Command::new(&self.runtime)
-            .arg("--root")
-            .arg(self.runc_root())
-            .args(["delete", "--force", &rec.id])
-            .output()
-            .await;
+        ph.mark("net");
         self.store.delete_container(&rec.id).await?;
+        ph.mark("db");
         let dir = self.dir(&rec.id);
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+        let state = self.state_dir(&rec.id);
+        let rm = tokio::task::spawn_blocking(move || {
+            let _ = std::fs::remove_dir_all(dir);
+        });
+        // The shim deletes the runtime's state after it reported the exit; wait for that
+        // (a stray state, e.g. of a shim that died, is deleted here).
+        self.await_shim_done(c, &rec.id).await;
+        self.runtime_delete(&rec.id).await;
+        let _ = std::fs::remove_dir_all(state);
+        let _ = rm.await;
+        ph.mark("runtime+rm-rf");
         self.forget(&rec.id);
         self.release_volumes(&rec, volumes).await;
         self.execs.forget_container(&rec.id);
         let _ = c.removed.send(true);
+        ph.done();
         self.emit("destroy", &rec, &[]);
         Ok(())
     }
@@ -728,6 +850,7 @@ impl ContainerService {
             }
             "removed" => {
                 let _ = removed.wait_for(|r| *r).await;
+                tracing::debug!("wait: removed");
                 Ok(c.rec.read().await.state.exit_code)
             }
             other => Err(EngineError::invalid(format!(
@@ -775,6 +898,10 @@ impl ContainerService {
                         oom_killed: false,
                         finished_at: now(),
                     });
+                    // The shim may still be deleting the runtime's state.
+                    c.shim_done.send_replace(false);
+                    let gone = shim.wait_exit().await.ok().map(|(_, g)| g);
+                    Self::watch_shim(c.clone(), gone);
                     self.on_exit(&c, info).await;
                 }
                 Err(_) => {

@@ -146,8 +146,14 @@ pub struct Container {
     pub created: watch::Sender<u64>,
     /// Attach requests that still have to connect before the process is started.
     pub pending_attach: std::sync::atomic::AtomicUsize,
+    /// Woken each time `pending_attach` goes down.
+    pub attach_done: tokio::sync::Notify,
     /// Set once the container is removed.
     pub removed: watch::Sender<bool>,
+    /// No shim of this container is running: none was started, or the last one exited (and
+    /// with it the runtime's state of the container). A shim reports the exit of the process
+    /// before it has deleted that state; a new start or a removal waits for this.
+    pub shim_done: watch::Sender<bool>,
 }
 
 impl Container {
@@ -158,7 +164,9 @@ impl Container {
             exited: watch::channel((0, 0)).0,
             created: watch::channel(0).0,
             pending_attach: std::sync::atomic::AtomicUsize::new(0),
+            attach_done: tokio::sync::Notify::new(),
             removed: watch::channel(false).0,
+            shim_done: watch::channel(true).0,
         })
     }
 }
@@ -336,6 +344,56 @@ impl ContainerService {
         }
         v.sort_by_key(|(_, running)| !running);
         v
+    }
+}
+
+/// Wall-clock phases of one lifecycle operation, logged as one line at debug level
+/// (`--log-level debug`): where a `docker run` spends its time.
+pub(crate) struct Phases {
+    what: &'static str,
+    id: String,
+    t0: std::time::Instant,
+    last: std::time::Instant,
+    parts: Vec<(&'static str, std::time::Duration)>,
+}
+
+impl Phases {
+    pub(crate) fn new(what: &'static str, id: &str) -> Self {
+        let now = std::time::Instant::now();
+        Self {
+            what,
+            id: id[..id.len().min(12)].to_string(),
+            t0: now,
+            last: now,
+            parts: Vec::new(),
+        }
+    }
+
+    pub(crate) fn set_id(&mut self, id: &str) {
+        self.id = id[..id.len().min(12)].to_string();
+    }
+
+    /// Ends the phase `name` (started at the previous mark).
+    pub(crate) fn mark(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        self.parts.push((name, now - self.last));
+        self.last = now;
+    }
+
+    pub(crate) fn done(&self) {
+        if !tracing::enabled!(tracing::Level::DEBUG) {
+            return;
+        }
+        let mut s = String::new();
+        for (n, d) in &self.parts {
+            s.push_str(&format!(" {n}={:.1}", d.as_secs_f64() * 1e3));
+        }
+        tracing::debug!(
+            container = %self.id,
+            total_ms = format!("{:.1}", self.t0.elapsed().as_secs_f64() * 1e3),
+            "{} phases (ms):{s}",
+            self.what
+        );
     }
 }
 

@@ -305,11 +305,18 @@ impl ContainerService {
     pub(crate) async fn net_teardown(&self, id: &str) {
         self.networks.proxies.stop(id).await;
         self.networks.announcer.withdraw(id).await;
+        // Only a container on a network has a namespace of its own to delete (no `ip` to
+        // run for `--network none`, host or container:<id>).
+        let ns = netns_name(id);
+        let has_ns = link::netns_path(&ns).exists();
         let Ok(c) = self.get(id).await else {
-            link::netns_del(&netns_name(id)).await;
+            if has_ns {
+                link::netns_del(&ns).await;
+            }
             return;
         };
         let r = c.rec.read().await.clone();
+        let mut links = Vec::new();
         if let Some(nets) = r
             .network_settings
             .get("Networks")
@@ -317,12 +324,23 @@ impl ContainerService {
         {
             for ep in nets.values() {
                 if let Some(nid) = ep["NetworkID"].as_str() {
-                    link::delete_link(&veth_name(id, nid)).await;
+                    // An endpoint without an address was torn down already (at the exit,
+                    // before this removal).
+                    if ep["IPAddress"].as_str().is_some_and(|a| !a.is_empty()) {
+                        links.push(veth_name(id, nid));
+                    }
                     self.networks.names.unregister(nid, id);
                 }
             }
         }
-        link::netns_del(&netns_name(id)).await;
+        // The links and the namespace go at once: each is an `ip` to run.
+        let del_links = futures::future::join_all(links.iter().map(|l| link::delete_link(l)));
+        let del_ns = async {
+            if has_ns {
+                link::netns_del(&ns).await;
+            }
+        };
+        tokio::join!(del_links, del_ns);
         if r.network_settings.is_object() {
             let mut w = c.rec.write().await;
             // As Docker: the networks stay listed, without addresses or ports, once stopped.

@@ -1,7 +1,7 @@
 //! The container's root filesystem: overlayfs over the image's unpacked layers, with the
 //! container's own upper dir kept across stop/start and removed with the container.
 
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -24,11 +24,26 @@ impl Rootfs {
     }
 
     pub fn is_mounted(&self) -> bool {
-        is_mountpoint(&self.merged)
+        // An overlay mount has a device of its own: two stats instead of reading (and
+        // parsing) the whole mount table.
+        let parent = self.merged.parent().unwrap_or(&self.merged);
+        match (std::fs::metadata(&self.merged), std::fs::metadata(parent)) {
+            (Ok(m), Ok(p)) if m.dev() != p.dev() => true,
+            (Ok(_), Ok(_)) => false,
+            _ => is_mountpoint(&self.merged),
+        }
     }
 
     /// Mount `lowers` (lowest first) under the container's upper dir. Idempotent.
     pub fn mount(&self, lowers: &[PathBuf]) -> Result<()> {
+        self.mount_opts(lowers, false)
+    }
+
+    /// [`Rootfs::mount`]; `volatile` for a container whose writable layer does not outlive
+    /// it (`--rm`): overlayfs then never syncs the upper filesystem, which its unmount
+    /// otherwise does for the whole filesystem under the data root (podman does the same for
+    /// `--rm`). Kernels without the option (< 5.10) mount without it.
+    pub fn mount_opts(&self, lowers: &[PathBuf], volatile: bool) -> Result<()> {
         if self.is_mounted() {
             return Ok(());
         }
@@ -38,16 +53,27 @@ impl Rootfs {
                 .mode(0o755)
                 .create(d)?;
         }
-        if lowers.is_empty() {
+        let empty;
+        let lowers = if lowers.is_empty() {
             // An image with no layers (FROM scratch): overlay needs a lower dir; give it an empty one.
-            let empty = self.upper.with_file_name("empty");
-            std::fs::create_dir_all(&empty)?;
-            return self.mount_with(&[empty]);
+            empty = [self.upper.with_file_name("empty")];
+            std::fs::create_dir_all(&empty[0])?;
+            &empty[..]
+        } else {
+            lowers
+        };
+        if volatile {
+            // A volatile mount that was not cleanly unmounted (the host went down) leaves
+            // `work/incompat/volatile`, and overlayfs refuses the dirs until it is gone.
+            let _ = std::fs::remove_dir_all(self.work.join("incompat"));
+            if self.mount_with(lowers, ",volatile").is_ok() {
+                return Ok(());
+            }
         }
-        self.mount_with(lowers)
+        self.mount_with(lowers, "")
     }
 
-    fn mount_with(&self, lowers: &[PathBuf]) -> Result<()> {
+    fn mount_with(&self, lowers: &[PathBuf], extra: &str) -> Result<()> {
         // overlayfs lists the top layer first.
         let lower: Vec<String> = lowers
             .iter()
@@ -55,7 +81,7 @@ impl Rootfs {
             .map(|p| p.display().to_string())
             .collect();
         let opts = format!(
-            "lowerdir={},upperdir={},workdir={}",
+            "lowerdir={},upperdir={},workdir={}{extra}",
             lower.join(":"),
             self.upper.display(),
             self.work.display()
@@ -86,7 +112,7 @@ impl Rootfs {
             })
             .collect();
         let opts = format!(
-            "lowerdir={},upperdir={},workdir={}",
+            "lowerdir={},upperdir={},workdir={}{extra}",
             rel.join(":"),
             self.upper.display(),
             self.work.display()
@@ -106,14 +132,12 @@ impl Rootfs {
     }
 
     pub fn unmount(&self) -> Result<()> {
-        if !self.is_mounted() {
-            return Ok(());
-        }
+        // Not a mount point (EINVAL) or no such dir (ENOENT): nothing mounted.
         match umount2(&self.merged, MntFlags::empty()) {
             Ok(()) => Ok(()),
             Err(nix::errno::Errno::EBUSY) => umount2(&self.merged, MntFlags::MNT_DETACH)
                 .map_err(|e| EngineError::Internal(format!("unmounting rootfs: {e}"))),
-            Err(nix::errno::Errno::EINVAL) => Ok(()),
+            Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => Ok(()),
             Err(e) => Err(EngineError::Internal(format!("unmounting rootfs: {e}"))),
         }
     }

@@ -8,12 +8,16 @@
 //! The process berthd spawns forks; the child calls `setsid` and becomes the shim; the parent
 //! exits 0 once the shim listens on `<state-dir>/shim.sock` and `runc create` succeeded, or
 //! exits 1 with the runtime's error on stderr.
+//!
+//! With `BERTH_SHIM_TIMING=<file>` in its environment the shim appends a timestamped line to
+//! that file at each step of the container's life (profiling; see docs/BENCHMARKS.md).
 
 mod jsonlog;
 mod reaper;
 mod runtime;
 mod server;
 mod sys;
+mod timing;
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -117,6 +121,8 @@ fn main() {
             std::process::exit(2);
         }
     };
+    timing::init(&args.id);
+    timing::note("shim exec'd");
     let (ready_r, ready_w) = match sys::pipe() {
         Ok(p) => p,
         Err(e) => {

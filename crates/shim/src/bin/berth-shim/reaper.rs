@@ -1,6 +1,10 @@
 //! The shim is a child subreaper: every process it spawned (runc) and every process of the
 //! container re-parented to it is reaped here, by one thread calling `waitpid(-1)`. Callers
 //! wait for a particular pid's status through [`Reaper::wait`], never with `Child::wait`.
+//!
+//! With no child at all (`ECHILD`: before runc first runs, after the init exited), the thread
+//! sleeps until [`Reaper::spawned`] says a child exists again, so a short-lived runc is
+//! reaped the moment it exits rather than at the next tick of a polling loop.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -13,6 +17,9 @@ const MAX_UNCLAIMED: usize = 256;
 pub struct Reaper {
     exited: Mutex<HashMap<i32, i32>>,
     cv: Condvar,
+    /// Bumped by [`Reaper::spawned`]; the reaping thread waits on it while it has no child.
+    spawns: Mutex<u64>,
+    spawn_cv: Condvar,
 }
 
 impl Reaper {
@@ -28,8 +35,17 @@ impl Reaper {
         self.exited.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Tells the reaping thread that a child was just spawned.
+    pub fn spawned(&self) {
+        *self.spawns.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.spawn_cv.notify_all();
+    }
+
     fn run(&self) {
         loop {
+            // Read before waitpid: a spawn after this point changes it, so the wait below
+            // cannot miss a child that appeared between ECHILD and the wait.
+            let gen = *self.spawns.lock().unwrap_or_else(|e| e.into_inner());
             let mut status: libc::c_int = 0;
             // SAFETY: waitpid only writes to the status integer we own.
             let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
@@ -49,8 +65,13 @@ impl Reaper {
             }
             let err = std::io::Error::last_os_error();
             if err.raw_os_error() != Some(libc::EINTR) {
-                // ECHILD: no child right now (before runc runs, after the init exited).
-                std::thread::sleep(Duration::from_millis(20));
+                // ECHILD: no child right now (before runc runs, after the init exited). A
+                // child can only appear through a spawn of ours (orphans are re-parented to
+                // us only while a child of ours is alive); the timeout is a safety net.
+                let g = self.spawns.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = self
+                    .spawn_cv
+                    .wait_timeout_while(g, Duration::from_secs(1), |g| *g == gen);
             }
         }
     }

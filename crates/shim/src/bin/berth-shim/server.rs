@@ -135,6 +135,14 @@ pub struct Shim {
     seq: AtomicU64,
     oom_files: Vec<PathBuf>,
     init_reaped: AtomicBool,
+    /// The container has a PID namespace of its own: nothing of it outlives its init.
+    own_pid_ns: bool,
+    /// ... and no hooks, and cgroups of the runtime's own (no systemd unit): once the init is
+    /// reaped, deleting it only removes state.
+    plain: bool,
+    /// Answered `wait` connections, held open until the shim exits: their end of stream tells
+    /// the client that the runtime's state is gone too.
+    held: Mutex<Vec<UnixStream>>,
 }
 
 /// Sets up and runs the shim. `ready` is taken (and "OK" written to it) once the container
@@ -151,8 +159,15 @@ pub fn run(args: Args, ready: &mut Option<File>) -> Result<()> {
         .append(true)
         .open(&args.log)
         .with_context(|| format!("opening log {}", args.log.display()))?;
-    let oom_files = oom_files(&args.bundle, &args.id);
+    let bundle_cfg: Option<serde_json::Value> = fs::read(args.bundle.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let oom_files = oom_files(bundle_cfg.as_ref(), &args.id);
+    let own_pid_ns = own_pid_ns(bundle_cfg.as_ref());
+    let plain = own_pid_ns && plain_cleanup(bundle_cfg.as_ref());
+    drop(bundle_cfg);
     let reaper = Reaper::start().context("starting reaper")?;
+    crate::timing::note("listening");
     fs::create_dir_all(&args.runtime_root)
         .with_context(|| format!("creating {}", args.runtime_root.display()))?;
     let runtime: Box<dyn Runtime> = Box::new(Runc::new(
@@ -205,9 +220,11 @@ pub fn run(args: Args, ready: &mut Option<File>) -> Result<()> {
             stdout: Stdio::from(ow),
             stderr: Stdio::from(ew),
         };
+        crate::timing::note("runc create");
         runtime
             .create(&args.id, &args.bundle, &pid_file, None, stdio)
             .map_err(|m| fail(&*runtime, m))?;
+        crate::timing::note("runc create done");
         outs.push((or, STREAM_STDOUT));
         outs.push((er, STREAM_STDERR));
     }
@@ -241,6 +258,9 @@ pub fn run(args: Args, ready: &mut Option<File>) -> Result<()> {
         seq: AtomicU64::new(0),
         oom_files,
         init_reaped: AtomicBool::new(false),
+        own_pid_ns,
+        plain,
+        held: Mutex::new(Vec::new()),
     });
     for (f, stream) in outs {
         let g = shim.pumps.guard();
@@ -256,6 +276,7 @@ pub fn run(args: Args, ready: &mut Option<File>) -> Result<()> {
     if let Some(mut r) = ready.take() {
         let _ = r.write_all(b"OK\n");
     }
+    crate::timing::note("ready");
 
     for conn in listener.incoming() {
         match conn {
@@ -283,12 +304,8 @@ fn read_pid(path: &Path) -> Result<i32> {
 
 /// Where to read the container's OOM kill count: the memory cgroup v1 `memory.oom_control`,
 /// or cgroup v2 `memory.events`, for `linux.cgroupsPath` of the bundle's config.json.
-fn oom_files(bundle: &Path, id: &str) -> Vec<PathBuf> {
-    let cfg: Option<serde_json::Value> = fs::read(bundle.join("config.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
+fn oom_files(cfg: Option<&serde_json::Value>, id: &str) -> Vec<PathBuf> {
     let cg = cfg
-        .as_ref()
         .and_then(|c| c.pointer("/linux/cgroupsPath"))
         .and_then(|v| v.as_str())
         .map(str::to_string)
@@ -304,6 +321,35 @@ fn oom_files(bundle: &Path, id: &str) -> Vec<PathBuf> {
             .join("memory.oom_control"),
         Path::new("/sys/fs/cgroup").join(rel).join("memory.events"),
     ]
+}
+
+/// Whether config.json gives the container a new PID namespace (one without a `path`).
+fn own_pid_ns(cfg: Option<&serde_json::Value>) -> bool {
+    cfg.and_then(|c| c.pointer("/linux/namespaces"))
+        .and_then(|n| n.as_array())
+        .is_some_and(|ns| {
+            ns.iter()
+                .any(|n| n["type"] == "pid" && n.get("path").is_none_or(|p| p.is_null()))
+        })
+}
+
+/// No hooks in config.json and a plain cgroups path (not systemd's `slice:prefix:name`).
+fn plain_cleanup(cfg: Option<&serde_json::Value>) -> bool {
+    let Some(cfg) = cfg else {
+        return false;
+    };
+    let no_hooks = cfg.get("hooks").is_none_or(|h| {
+        h.is_null()
+            || h.as_object().is_some_and(|o| {
+                o.values()
+                    .all(|v| v.as_array().is_none_or(|a| a.is_empty()))
+            })
+    });
+    let cg_plain = cfg
+        .pointer("/linux/cgroupsPath")
+        .and_then(|v| v.as_str())
+        .is_none_or(|p| !p.contains(':'));
+    no_hooks && cg_plain
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
@@ -490,6 +536,7 @@ impl Shim {
     /// Waits for the init to exit, records it, cleans up and exits the shim.
     fn monitor(self: Arc<Self>) {
         let status = self.reaper.wait_keep(self.pid);
+        crate::timing::note("init reaped");
         self.init_reaped.store(true, Ordering::SeqCst);
         let finished_at = rfc3339_nano(SystemTime::now());
         let (exit_code, signal) = decode_status(status);
@@ -509,21 +556,50 @@ impl Shim {
             }
             Err(e) => eprintln!("berth-shim: encoding exit: {e}"),
         }
-        if let Err(e) = self.runtime.delete(&self.id, true) {
+        // With its own PID namespace nothing of the container is left once its init is
+        // reaped: waiters and attachers hear of the exit now, while the runtime deletes its
+        // state (the held `wait` connections end when that is done). Without one, leftover
+        // processes live until the delete kills them, so the exit is told after it.
+        if self.own_pid_ns {
+            self.publish_exit(exit.clone());
+        }
+        crate::timing::note("runc delete");
+        let deleted = if self.plain {
+            self.runtime.delete_stopped(&self.id)
+        } else {
+            self.runtime.delete(&self.id, true)
+        };
+        if let Err(e) = deleted {
             eprintln!("berth-shim: runtime delete: {e}");
         }
-        // Without a PID namespace, leftover processes held the pipes until the delete.
-        self.pumps.wait_zero(Duration::from_secs(1));
+        crate::timing::note("runc delete done");
+        if !self.own_pid_ns {
+            // Leftover processes held the pipes until the delete.
+            self.pumps.wait_zero(Duration::from_secs(1));
+            self.publish_exit(exit);
+        }
+        // New clients now find no socket and read exit.json instead.
+        let _ = fs::remove_file(self.state_dir.join(SOCKET_NAME));
+        self.flush.wait_zero(FLUSH);
+        crate::timing::note("exiting");
+        for f in [SHIM_PID_FILE, "console.sock"] {
+            let _ = fs::remove_file(self.state_dir.join(f));
+        }
+        std::process::exit(0);
+    }
+
+    /// Records the exit: `state` and `wait` answer with it, attachers get their exit frame.
+    fn publish_exit(&self, exit: ExitInfo) {
+        let frame = ExitFrame {
+            exit_code: exit.exit_code,
+            error: None,
+        };
         {
             let mut st = lock(&self.st);
             st.status = Status::Exited;
             st.exit = Some(exit);
         }
         self.st_cv.notify_all();
-        let frame = ExitFrame {
-            exit_code,
-            error: None,
-        };
         {
             let mut bus = lock(&self.bus);
             bus.exit = Some(frame.clone());
@@ -531,13 +607,7 @@ impl Shim {
                 let _ = s.tx.try_send(Msg::Exit(frame.clone()));
             }
         }
-        // New clients now find no socket and read exit.json instead.
-        let _ = fs::remove_file(self.state_dir.join(SOCKET_NAME));
-        self.flush.wait_zero(FLUSH);
-        for f in [SHIM_PID_FILE, "console.sock"] {
-            let _ = fs::remove_file(self.state_dir.join(f));
-        }
-        std::process::exit(0);
+        crate::timing::note("waiters told");
     }
 
     fn handle_conn(self: Arc<Self>, stream: UnixStream) {
@@ -548,7 +618,12 @@ impl Shim {
         };
         let _ = stream.set_read_timeout(None);
         let req: Request = match serde_json::from_slice(&line) {
-            Ok(r) => r,
+            Ok(r) => {
+                if crate::timing::enabled() {
+                    crate::timing::note(&format!("request {}", String::from_utf8_lossy(&line)));
+                }
+                r
+            }
             Err(e) => {
                 let _ = reply(&stream, &Response::err(format!("bad request: {e}")));
                 return;
@@ -586,7 +661,7 @@ impl Shim {
                 }
                 let exit = st.exit.clone();
                 drop(st);
-                let _ = reply(
+                let sent = reply(
                     &stream,
                     &Response {
                         ok: true,
@@ -594,6 +669,10 @@ impl Shim {
                         ..Default::default()
                     },
                 );
+                if sent.is_ok() {
+                    // Closed by the exit of the shim, after the runtime's delete.
+                    lock(&self.held).push(stream);
+                }
                 return;
             }
             Request::Exec {
@@ -622,7 +701,9 @@ impl Shim {
             Status::Created => {}
             s => return Err(format!("cannot start a container in state {s:?}")),
         }
-        self.runtime.start(&self.id)?;
+        crate::timing::note("runc start");
+        self.runtime.start(&self.id, self.pid)?;
+        crate::timing::note("runc start done");
         let mut st = lock(&self.st);
         if st.status == Status::Created {
             st.status = Status::Running;
