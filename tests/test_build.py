@@ -8,6 +8,7 @@ import json
 import os
 import tarfile
 import threading
+import time
 from urllib.parse import urlencode
 
 import pytest
@@ -427,3 +428,207 @@ def test_build_push_and_pull_on_fresh_engine(berthd, berthd_factory, registry, t
     other.docker("pull", ref, timeout=180)
     assert other.docker("run", "--rm", ref).stdout == "copied\npushed\n"
     assert other.docker("history", "-q", ref).stdout.split() != []
+
+
+def steps_in_order(out):
+    """The `Step N/M` numbers of a classic build stream, in the order printed."""
+    return [int(line.split()[1].split("/")[0]) for line in out.splitlines()
+            if line.startswith("Step ")]
+
+
+def test_multistage_parallel_stages(berthd, tmp_path):
+    """Independent stages build concurrently: each RUN records /proc/uptime (host-wide) when it
+    starts and ends, and the two intervals must overlap, which a sequential build can never do.
+    The stream still reads as the classic builder's: steps numbered over the file, each stage's
+    lines together, in stage order."""
+    ctx = tmp_path / "par"
+    run = "RUN echo {0} && cut -d' ' -f1 /proc/uptime > /start && sleep 3 && " \
+          "cut -d' ' -f1 /proc/uptime > /end"
+    write(ctx, {"Dockerfile": "\n".join([
+        "FROM busybox AS a", run.format("a"),
+        "FROM busybox AS b", run.format("b"),
+        "FROM busybox AS unused", "RUN echo unused > /u",
+        "FROM busybox",
+        "COPY --from=a /start /a.start", "COPY --from=a /end /a.end",
+        "COPY --from=b /start /b.start", "COPY --from=1 /end /b.end",
+        'CMD ["sh", "-c", "cat /a.start /a.end /b.start /b.end"]', ""])})
+    cp = build(berthd, ctx, "--no-cache", "-t", "par:1")
+    out = cp.stdout
+    assert steps_in_order(out) == list(range(1, 13)), out
+    assert "Step 12/12 : CMD" in out
+    # Each step's lines stay with it: the RUN of stage b prints "b" between its header and the
+    # next header (stage "unused" is built too, as the classic builder does).
+    sb = out.index("Step 4/12 : RUN echo b")
+    assert "\nb\n" in out[sb:out.index("Step 5/12")] and "\na\n" in out[:sb]
+    assert "Step 6/12 : RUN echo unused" in out
+    a0, a1, b0, b1 = map(float, berthd.docker("run", "--rm", "par:1").stdout.split())
+    assert a0 < a1 and b0 < b1
+    assert a0 < b1 and b0 < a1, ("stages did not overlap", a0, a1, b0, b1)
+    # Only the final stage's layers are in the image.
+    base = len(inspect(berthd, "busybox")["RootFS"]["Layers"])
+    assert len(inspect(berthd, "par:1")["RootFS"]["Layers"]) == base + 4
+    hist = berthd.docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", "par:1").stdout
+    assert "sleep" not in hist
+    no_containers(berthd)
+
+
+def test_multistage_failing_stage_cancels_the_others(berthd, tmp_path):
+    ctx = tmp_path / "pfail"
+    write(ctx, {"Dockerfile": "\n".join([
+        "FROM busybox AS slow", "RUN echo slow-started && sleep 600",
+        "FROM busybox AS bad", "RUN echo failing >&2; exit 5",
+        "FROM busybox", "COPY --from=slow /etc/hostname /h", ""])})
+    t0 = time.monotonic()
+    cp = build(berthd, ctx, "-t", "pfail:1", check=False, timeout=500)
+    took = time.monotonic() - t0
+    assert cp.returncode == 5, (cp.returncode, cp.stdout, cp.stderr)
+    assert took < 300, took  # the other stage's `sleep 600` was stopped, not waited for
+    assert "The command '/bin/sh -c echo failing >&2; exit 5' returned a non-zero code: 5" \
+        in cp.stderr
+    # The stream: stage 1 (cancelled) then stage 2 (failed, its stderr in the classic builder's
+    # red); nothing of the stage after the failed one.
+    assert "slow-started" in cp.stdout and "\x1b[91mfailing\n\x1b[0m" in cp.stdout, cp.stdout
+    assert steps_in_order(cp.stdout) == [1, 2, 3, 4], cp.stdout
+    assert berthd.docker("images", "-q", "pfail").stdout.strip() == ""
+    no_containers(berthd)
+
+
+HEREDOCS = """# syntax=docker/dockerfile:1.4
+FROM busybox
+ARG WHO=world
+RUN <<EOF
+echo "hello $WHO" > /greeting
+mkdir -p /d
+EOF
+RUN <<-EOT sh
+\techo tabbed > /d/tabbed
+\tEOT
+RUN cat <<'EOF' > /d/literal
+$WHO stays
+EOF
+RUN <<EOF
+#!/bin/sh
+echo "shebang $0" > /d/shebang
+EOF
+COPY <<EOF /d/copied
+who=$WHO
+EOF
+COPY --chmod=0600 <<"EOF" <<EOT2 /d/many/
+raw $WHO
+EOF
+two
+EOT2
+"""
+
+
+def test_heredocs(berthd, tmp_path):
+    ctx = tmp_path / "hd"
+    write(ctx, {"Dockerfile": HEREDOCS})
+    cp = build(berthd, ctx, "-t", "hd:1", "--build-arg", "WHO=berth")
+    assert "Step 3/8 : RUN <<EOF\n" in cp.stdout, cp.stdout
+    out = berthd.docker("run", "--rm", "hd:1", "sh", "-c",
+                        "cat /greeting /d/tabbed /d/literal /d/shebang /d/copied "
+                        "/d/many/EOF /d/many/EOT2; stat -c %a /d/copied /d/many/EOF").stdout
+    assert out == ("hello berth\ntabbed\n$WHO stays\nshebang /dev/pipes/EOF\nwho=berth\n"
+                   "raw $WHO\ntwo\n644\n600\n"), out
+    # The heredoc's text is part of the cache key.
+    again = build(berthd, ctx, "-t", "hd:1", "--build-arg", "WHO=berth").stdout
+    assert again.count("Using cache") == 7
+    write(ctx, {"Dockerfile": HEREDOCS.replace("two\n", "2\n")})
+    third = build(berthd, ctx, "-t", "hd:2", "--build-arg", "WHO=berth").stdout
+    assert third.count("Using cache") == 6
+    assert berthd.docker("run", "--rm", "hd:2", "cat", "/d/many/EOT2").stdout == "2\n"
+    no_containers(berthd)
+
+
+def test_extra_hosts(berthd, tmp_path):
+    ctx = tmp_path / "eh"
+    write(ctx, {"Dockerfile": "FROM busybox\nRUN cp /etc/hosts /hosts-file\n"})
+    build(berthd, ctx, "--no-cache", "-t", "eh:1", "--add-host", "extrahost.local.test:127.0.0.1",
+          "--add-host", "hello.world.test:10.1.2.3")
+    hosts = berthd.docker("run", "--rm", "eh:1", "cat", "/hosts-file").stdout
+    assert "127.0.0.1\textrahost.local.test\n" in hosts and "10.1.2.3\thello.world.test\n" in hosts
+    # docker-py sends the parameter once per host.
+    client = berthd.client()
+    client.images.build(path=str(ctx), tag="eh:2", nocache=True,
+                        extra_hosts={"py.host.test": "10.9.8.7", "other.test": "127.0.0.2"})
+    hosts = berthd.docker("run", "--rm", "eh:2", "cat", "/hosts-file").stdout
+    assert "10.9.8.7\tpy.host.test\n" in hosts and "127.0.0.2\tother.test\n" in hosts
+    cp = build(berthd, ctx, "--add-host", "bad:not-an-ip", check=False)
+    assert cp.returncode != 0 and "invalid IP address in add-host" in cp.stderr
+
+
+def test_cache_from(berthd, tmp_path):
+    ctx = tmp_path / "cf"
+    write(ctx, {"Dockerfile": "FROM busybox\nENV FOO=bar\n"
+                              "RUN cat /proc/sys/kernel/random/uuid > /stamp\nRUN touch /bax\n"})
+    build(berthd, ctx, "-t", "cf:1")
+    first = inspect(berthd, "cf:1")["Id"]
+    stamp = berthd.docker("run", "--rm", "cf:1", "cat", "/stamp").stdout
+    out = build(berthd, ctx, "-t", "cf:2", "--cache-from", "cf:1").stdout
+    assert out.count("Using cache") == 3 and inspect(berthd, "cf:2")["Id"] == first
+    # Naming only images that do not exist: nothing is cached (dockerd's rule).
+    out = build(berthd, ctx, "-t", "cf:3", "--cache-from", "nosuchtag").stdout
+    assert "Using cache" not in out
+    assert berthd.docker("run", "--rm", "cf:3", "cat", "/stamp").stdout != stamp
+    # An image known only by its history (saved, removed, loaded back: no parent chain, no
+    # build cache) still satisfies the cache, as a pulled one would.
+    saved = tmp_path / "cf.tar"
+    berthd.docker("save", "-o", str(saved), "cf:1")
+    berthd.docker("rmi", "cf:1", "cf:2")
+    berthd.api("POST", "/build/prune")
+    berthd.docker("load", "-i", str(saved))
+    out = build(berthd, ctx, "-t", "cf:4", "--cache-from", "cf:1").stdout
+    assert out.count("Using cache") == 3 and "Running in" not in out, out
+    assert inspect(berthd, "cf:4")["Id"] == first
+    assert berthd.docker("run", "--rm", "cf:4", "cat", "/stamp").stdout == stamp
+    # A changed step stops the reuse there.
+    write(ctx, {"Dockerfile": "FROM busybox\nENV FOO=bar\nRUN cat /proc/sys/kernel/random/uuid "
+                              "> /stamp\nRUN touch /other\n"})
+    out = build(berthd, ctx, "-t", "cf:5", "--cache-from", "cf:1").stdout
+    assert out.count("Using cache") == 2 and out.count("Running in") == 1, out
+    assert berthd.docker("run", "--rm", "cf:5", "cat", "/stamp").stdout == stamp
+    no_containers(berthd)
+
+
+def test_run_flags_need_buildkit(berthd, tmp_path):
+    ctx = tmp_path / "mnt"
+    write(ctx, {"Dockerfile": "FROM busybox\nRUN echo ok\n"
+                              "RUN --mount=type=cache,target=/root/.cache true\n"})
+    cp = build(berthd, ctx, check=False)
+    assert cp.returncode != 0
+    assert "the --mount option requires BuildKit. Refer to https://docs.docker.com/go/buildkit/ " \
+           "to learn how to build images with BuildKit enabled" in cp.stderr, cp.stderr
+    no_containers(berthd)
+
+
+def test_docker_py_build_stream_and_config(berthd, tmp_path):
+    """What docker-py's own build tests check: stderr lines of a RUN arrive as their own stream
+    chunks in the classic builder's red; image configs carry OnBuild (null when unset)."""
+    api = berthd.client().api
+    df = io.BytesIO(b"FROM busybox\nRUN sh -c \">&2 echo 'Ancient Temple'\"\n")
+    lines = [c.get("stream") for c in api.build(fileobj=df, decode=True, nocache=True)]
+    assert "\x1b[91mAncient Temple\n\x1b[0m" in lines, lines
+    df = io.BytesIO(b"FROM busybox as first\nRUN mkdir -p /tmp/test\n"
+                    b"FROM busybox\nONBUILD RUN echo never\n")
+    for _ in api.build(fileobj=df, target="first", tag="pyfirst:1"):
+        pass
+    cfg = api.inspect_image("pyfirst:1")["Config"]
+    assert "OnBuild" in cfg and not cfg["OnBuild"]
+
+
+def test_multistage_cache(berthd, tmp_path):
+    ctx = tmp_path / "mc"
+    write(ctx, {"Dockerfile": "FROM busybox AS a\nCOPY a.txt /a.txt\n"
+                              "FROM busybox AS b\nRUN echo b > /b.txt\n"
+                              "FROM busybox\nCOPY --from=b /b.txt /\nCOPY --from=a /a.txt /\n",
+                "a.txt": "one\n"})
+    build(berthd, ctx, "-t", "mc:1")
+    out = build(berthd, ctx, "-t", "mc:1").stdout
+    assert out.count("Using cache") == 4, out
+    (ctx / "a.txt").write_text("two\n")
+    out = build(berthd, ctx, "-t", "mc:2").stdout
+    cached = [s.split(" :")[0] for s in out.split("Step ")[1:] if "Using cache" in s]
+    assert cached == ["4/7", "6/7"], out  # stage b's RUN and the copy from it
+    assert berthd.docker("run", "--rm", "mc:2", "cat", "/a.txt", "/b.txt").stdout == "two\nb\n"
+    no_containers(berthd)

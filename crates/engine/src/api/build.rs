@@ -38,6 +38,39 @@ fn json_map(p: &Params, k: &str) -> Result<HashMap<String, String>> {
     }
 }
 
+/// A JSON array of strings (`cachefrom=["a","b"]`); empty when absent.
+fn json_list(p: &Params, k: &str) -> Result<Vec<String>> {
+    match p.get(k).filter(|s| !s.is_empty()) {
+        None => Ok(Vec::new()),
+        Some(s) => serde_json::from_str::<Vec<String>>(s)
+            .map_err(|e| EngineError::invalid(format!("invalid {k}: {e}"))),
+    }
+}
+
+/// `extrahosts`: `name:ip` entries, repeated (docker-py) or comma-separated (the CLI), `name=ip`
+/// accepted too.
+fn extra_hosts(p: &Params) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for v in p.all("extrahosts") {
+        for h in v.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+            let (name, ip) = match (h.split_once('='), h.split_once(':')) {
+                (Some((n, ip)), _) if !n.contains(':') => (n, ip),
+                (_, Some((n, ip))) => (n, ip),
+                _ => ("", ""),
+            };
+            let ip = ip.trim_start_matches('[').trim_end_matches(']');
+            if name.is_empty() || !(ip == "host-gateway" || ip.parse::<std::net::IpAddr>().is_ok())
+            {
+                return Err(EngineError::invalid(format!(
+                    "invalid IP address in add-host: \"{h}\""
+                )));
+            }
+            out.push(format!("{name}:{ip}"));
+        }
+    }
+    Ok(out)
+}
+
 async fn build(State(e): State<Arc<Engine>>, p: Params, body: Body) -> Result<Response> {
     if let Some(r) = p.get("remote").filter(|r| !r.is_empty()) {
         return Err(EngineError::invalid(format!(
@@ -62,6 +95,8 @@ async fn build(State(e): State<Arc<Engine>>, p: Params, body: Body) -> Result<Re
         quiet: p.bool("q"),
         network_mode: p.get("networkmode").map(String::from),
         platform: p.get("platform").map(String::from),
+        extra_hosts: extra_hosts(&p)?,
+        cache_from: json_list(&p, "cachefrom")?,
     };
     for t in &opts.tags {
         crate::images::reference::ImageRef::parse_default_tag(t)?;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::{short, Builder, ImageRoot, State};
+use super::{short, ImageRoot, State, Worker};
 use crate::error::{EngineError, Result};
 
 /// What to do with one source.
@@ -463,7 +463,7 @@ pub(super) fn write_dirs_layer(abs: &str, image_root: Option<&Path>, out: &Path)
         .sync_all()
 }
 
-impl Builder {
+impl Worker {
     pub(super) async fn copy_step(
         &mut self,
         state: &mut State,
@@ -495,13 +495,69 @@ impl Builder {
         // Where the sources come from: the context, another stage, an image, or a download.
         let mut _mount = None;
         let mut _download = None;
+        let mut quick_key = None;
         let (root, from, srcs) = match ins.flags.get("from") {
+            _ if !ins.heredocs.is_empty() => {
+                // `COPY <<EOF /path`: each heredoc is a file named after its delimiter (its
+                // text expanded unless the delimiter was quoted), mode 0644.
+                let words: Vec<String> = ins
+                    .heredocs
+                    .iter()
+                    .map(|h| format!("<<{}{}", if h.chomp { "-" } else { "" }, h.name))
+                    .collect();
+                if srcs.iter().any(|s| !words.contains(s)) || ins.flags.contains_key("from") {
+                    return Err(EngineError::invalid(format!(
+                        "{cmd}: heredoc sources cannot be mixed with files or --from"
+                    )));
+                }
+                let dir = super::TempDir::new(self.svc.images.content.tmp_path())?;
+                let mut names = Vec::new();
+                for h in &ins.heredocs {
+                    let text = if h.expand {
+                        super::dockerfile::expand_text(&h.text(), &state.env_map())
+                            .map_err(|e| EngineError::invalid(e.to_string()))?
+                    } else {
+                        h.text()
+                    };
+                    let file = dir.0.join(&h.name);
+                    std::fs::write(&file, text)?;
+                    std::fs::set_permissions(
+                        &file,
+                        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+                    )?;
+                    names.push(h.name.clone());
+                }
+                let r = dir.0.clone();
+                _download = Some(dir);
+                (r, "file", names)
+            }
             Some(f) if cmd == "COPY" => {
                 let f = self.expand(state, f)?;
-                let id = match self.stages_done.get(&f.to_ascii_lowercase()).cloned() {
+                let id = match self.stage_image(&f, true).await? {
                     Some(id) => id,
                     None => self.ensure_image(&f).await?,
                 };
+                // The source image's id stands for its content: a step seen with the same
+                // parent, source image and arguments is reused without mounting anything (the
+                // content checksum below needs the image mounted).
+                let chown = match ins.flags.get("chown") {
+                    Some(c) => self.expand(state, c)?,
+                    None => String::new(),
+                };
+                let quick = self.cache_key(
+                    state,
+                    ins,
+                    &format!("image:{id}:{chown}:{}", words.join("\0")),
+                );
+                if !self.opts.no_cache && self.opts.cache_from.is_empty() {
+                    if let Some(hit) = self.cached_local(state, &quick).await? {
+                        self.say(" ---> Using cache\n").await;
+                        self.use_cached(state, &hit).await?;
+                        self.say(format!(" ---> {}\n", short(&hit))).await;
+                        return Ok(());
+                    }
+                }
+                quick_key = Some(quick);
                 let m = ImageRoot::mount(&self.svc, &id).await?;
                 let r = m.path.clone();
                 _mount = Some(m);
@@ -598,7 +654,17 @@ impl Builder {
             ins,
             &format!("{sum}:{chown:?}:{chmod:?}:{}", words.join("\0")),
         );
-        if let Some(id) = self.cached(state, &key).await? {
+        let what = if matched.len() == 1 && matched[0].is_dir() {
+            "dir"
+        } else {
+            from
+        };
+        let created_by = format!("/bin/sh -c #(nop) {cmd} {what}:{} in {raw} ", &sum[..32]);
+        let parent = state.image.clone();
+        if let Some(id) = self.cached(state, &key, &created_by).await? {
+            if let Some(q) = &quick_key {
+                self.remember(parent.as_deref(), q, &id).await?;
+            }
             self.say(" ---> Using cache\n").await;
             self.use_cached(state, &id).await?;
             self.say(format!(" ---> {}\n", short(&id))).await;
@@ -676,14 +742,11 @@ impl Builder {
         let layer = self.svc.images.ingest_layer(tmp.clone()).await;
         let _ = tokio::fs::remove_file(&tmp).await;
         let layer = layer?;
-        let what = if matched.len() == 1 && matched[0].is_dir() {
-            "dir"
-        } else {
-            from
-        };
-        let created_by = format!("/bin/sh -c #(nop) {cmd} {what}:{} in {raw} ", &sum[..32]);
         self.commit(state, created_by, Some(layer.diff_id), &key)
             .await?;
+        if let (Some(q), Some(id)) = (&quick_key, &state.image) {
+            self.remember(parent.as_deref(), q, id).await?;
+        }
         self.say(format!(
             " ---> {}\n",
             short(state.image.as_deref().unwrap_or_default())

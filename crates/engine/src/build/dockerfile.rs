@@ -13,7 +13,34 @@ pub enum ParseError {
     Expansion(String),
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// A heredoc after RUN, COPY or ADD (Dockerfile 1.4 syntax): `<<EOF`, `<<-EOF`, `<<"EOF"`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Heredoc {
+    /// The delimiter word (quotes removed).
+    pub name: String,
+    /// The lines up to the delimiter line, each ending in a newline (as written: `<<-` tab
+    /// stripping is applied by [`Heredoc::text`]).
+    pub content: String,
+    /// Unquoted delimiter: variables in the content are expanded (COPY/ADD).
+    pub expand: bool,
+    /// `<<-`: leading tabs are stripped from the content lines.
+    pub chomp: bool,
+}
+
+impl Heredoc {
+    /// The content with `<<-` leading tabs stripped.
+    pub fn text(&self) -> String {
+        if !self.chomp {
+            return self.content.clone();
+        }
+        self.content
+            .split_inclusive('\n')
+            .map(|l| l.trim_start_matches('\t'))
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Instruction {
     /// Upper-case keyword.
     pub cmd: String,
@@ -24,6 +51,8 @@ pub struct Instruction {
     /// The line as written (continuations joined), for the `Step N/M :` output.
     pub original: String,
     pub line: usize,
+    /// Heredocs the arguments name, in order.
+    pub heredocs: Vec<Heredoc>,
 }
 
 impl Instruction {
@@ -150,12 +179,41 @@ pub fn parse(src: &str) -> Result<Vec<Instruction>, ParseError> {
                 msg: format!("{cmd} requires at least one argument"),
             });
         }
+        // Heredocs: the lines after the instruction, up to each delimiter in turn.
+        let mut heredocs = Vec::new();
+        if matches!(cmd.as_str(), "RUN" | "COPY" | "ADD") {
+            for (name, expand, chomp) in heredoc_markers(rest) {
+                let mut content = String::new();
+                loop {
+                    let Some(l) = lines.get(i) else {
+                        return Err(ParseError::Syntax {
+                            line: first_line,
+                            msg: format!("unterminated heredoc {name}"),
+                        });
+                    };
+                    i += 1;
+                    let end = if chomp { l.trim_start_matches('\t') } else { l };
+                    if end == name {
+                        break;
+                    }
+                    content.push_str(l);
+                    content.push('\n');
+                }
+                heredocs.push(Heredoc {
+                    name,
+                    content,
+                    expand,
+                    chomp,
+                });
+            }
+        }
         out.push(Instruction {
             cmd,
             args: rest.to_string(),
             flags,
             original: text.to_string(),
             line: first_line,
+            heredocs,
         });
     }
     if out.is_empty() {
@@ -164,15 +222,92 @@ pub fn parse(src: &str) -> Result<Vec<Instruction>, ParseError> {
     Ok(out)
 }
 
+/// The heredocs an instruction's arguments open, in order: `(name, expand, chomp)`. A marker is
+/// a word starting with `<<` (or a file descriptor and `<<`), outside quotes, not `<<<`.
+pub fn heredoc_markers(args: &str) -> Vec<(String, bool, bool)> {
+    let c: Vec<char> = args.chars().collect();
+    let mut out = Vec::new();
+    let (mut single, mut double) = (false, false);
+    let mut i = 0;
+    while i < c.len() {
+        let ch = c[i];
+        if ch == '\\' && !single {
+            i += 2;
+            continue;
+        }
+        if ch == '\'' && !double {
+            single = !single;
+        } else if ch == '"' && !single {
+            double = !double;
+        } else if !single && !double && ch == '<' && c.get(i + 1) == Some(&'<') {
+            // Only at a word's start (after optional fd digits), and not a here-string.
+            let mut s = i;
+            while s > 0 && c[s - 1].is_ascii_digit() {
+                s -= 1;
+            }
+            let word_start = s == 0 || c[s - 1].is_whitespace();
+            if !word_start || c.get(i + 2) == Some(&'<') {
+                i += 2;
+                continue;
+            }
+            let mut j = i + 2;
+            let chomp = c.get(j) == Some(&'-');
+            if chomp {
+                j += 1;
+            }
+            let (name, expand) = match c.get(j) {
+                Some(&q) if q == '"' || q == '\'' => {
+                    let end = c[j + 1..].iter().position(|&x| x == q).map(|p| j + 1 + p);
+                    match end {
+                        Some(e) => {
+                            let n: String = c[j + 1..e].iter().collect();
+                            j = e + 1;
+                            (n, false)
+                        }
+                        None => (String::new(), false),
+                    }
+                }
+                _ => {
+                    let st = j;
+                    while j < c.len() && !c[j].is_whitespace() && !"<>;|&()'\"".contains(c[j]) {
+                        j += 1;
+                    }
+                    (c[st..j].iter().collect(), true)
+                }
+            };
+            if !name.is_empty() {
+                out.push((name, expand, chomp));
+            }
+            i = j;
+            continue;
+        }
+        i += 1;
+    }
+    out
+}
+
 /// Expand `$VAR`, `${VAR}`, `${VAR:-word}`, `${VAR:+word}` (and `\$` for a literal dollar).
 pub fn expand(s: &str, vars: &HashMap<String, String>) -> Result<String, ParseError> {
+    expand_with(s, vars, true)
+}
+
+/// As [`expand`], but single quotes are plain text (a heredoc's content).
+pub fn expand_text(s: &str, vars: &HashMap<String, String>) -> Result<String, ParseError> {
+    expand_with(s, vars, false)
+}
+
+fn expand_with(
+    s: &str,
+    vars: &HashMap<String, String>,
+    quotes: bool,
+) -> Result<String, ParseError> {
     let mut out = String::new();
     let chars: Vec<char> = s.chars().collect();
     let mut i = 0;
     let mut in_single = false;
     while i < chars.len() {
         let c = chars[i];
-        if c == '\'' {
+        if c == '\'' && quotes {
             in_single = !in_single;
             out.push(c);
             i += 1;
@@ -287,5 +422,42 @@ mod tests {
         assert_eq!(expand("${E:-def}", &m).unwrap(), "def");
         assert_eq!(expand("'$A'", &m).unwrap(), "'$A'");
         assert!(expand("${A", &m).is_err());
+    }
+
+    #[test]
+    fn heredocs() {
+        let df = "FROM x\nRUN <<EOF\necho a\n# not a comment\n\nEOF\nRUN <<-'END' cat >/f && 3<<X cat\n\tone $A\n\tEND\nx\nX\nCOPY <<a <<\"b\" /d/\n1\na\n2\nb\nRUN echo $((1<<2)) \"<<no\" <<<str\n";
+        let v = parse(df).unwrap();
+        assert_eq!(v.len(), 5);
+        assert_eq!(v[1].original, "RUN <<EOF");
+        assert_eq!(
+            v[1].heredocs,
+            vec![Heredoc {
+                name: "EOF".into(),
+                content: "echo a\n# not a comment\n\n".into(),
+                expand: true,
+                chomp: false
+            }]
+        );
+        let h = &v[2].heredocs;
+        assert_eq!(
+            (h[0].name.as_str(), h[0].expand, h[0].chomp),
+            ("END", false, true)
+        );
+        assert_eq!(h[0].text(), "one $A\n");
+        assert_eq!((h[1].name.as_str(), h[1].content.as_str()), ("X", "x\n"));
+        assert_eq!(v[3].heredocs.len(), 2);
+        assert_eq!(v[3].heredocs[1].content, "2\n");
+        assert!(!v[3].heredocs[1].expand);
+        assert!(v[4].heredocs.is_empty());
+        assert_eq!(
+            parse("FROM x\nRUN <<EOF\nno end\n")
+                .unwrap_err()
+                .to_string(),
+            "dockerfile parse error line 2: unterminated heredoc EOF"
+        );
+        let mut m = HashMap::new();
+        m.insert("A".to_string(), "x".to_string());
+        assert_eq!(expand_text("'$A'", &m).unwrap(), "'x'");
     }
 }

@@ -11,11 +11,14 @@ pub use berth_dockerignore as ignore;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bollard_stubs::models::{ContainerCreateBody, HostConfig};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
 use crate::containers::logs::LogOptions;
 use crate::containers::ContainerService;
@@ -38,6 +41,10 @@ pub struct BuildOptions {
     pub quiet: bool,
     pub network_mode: Option<String>,
     pub platform: Option<String>,
+    /// `--add-host` (`extrahosts`): `name:ip` lines for the /etc/hosts of RUN containers.
+    pub extra_hosts: Vec<String>,
+    /// `--cache-from`: when given, only these images (and their ancestors) satisfy the cache.
+    pub cache_from: Vec<String>,
 }
 
 /// Args every build knows without an ARG line (Docker's predefined proxy args and platform).
@@ -113,19 +120,103 @@ fn short(id: &str) -> String {
     crate::util::short_id(id)
 }
 
+/// `docker build`'s classic builder: parses the Dockerfile, runs the global ARG steps, then
+/// every stage up to the target (as the classic builder does, unused stages included), each
+/// in its own task: a stage waits only for the stages it names (`FROM <stage>`,
+/// `COPY --from=<stage|index>`), so independent stages build concurrently. Each stage's output
+/// is buffered and sent in stage order, so the stream reads as the sequential classic
+/// builder's (`Step N/M` numbered over the whole file).
 pub struct Builder {
     svc: Arc<ContainerService>,
     opts: BuildOptions,
     out: Progress,
     context: PathBuf,
-    stages_done: HashMap<String, String>,
-    step: usize,
+}
+
+/// An image `--cache-from` names: its id, its parent chain and what its history says.
+struct CacheSource {
+    id: String,
+    /// The image and its ancestors (a local cache hit counts only when it is one of them).
+    chain: HashSet<String>,
+    history: Vec<Value>,
+    diff_ids: Vec<String>,
+}
+
+/// What the stages of one build share.
+struct Shared {
+    svc: Arc<ContainerService>,
+    opts: BuildOptions,
+    context: PathBuf,
     total: usize,
-    used_args: HashSet<String>,
     /// ARGs declared before the first FROM: their values are the defaults of a stage's
     /// `ARG NAME` without a value.
     global_args: BTreeMap<String, String>,
-    containers: Vec<String>,
+    used_args: Mutex<HashSet<String>>,
+    /// Intermediate containers still around (removed when the build ends).
+    containers: Arc<Mutex<Vec<String>>>,
+    /// Cancelled when a stage fails: the others stop at their next step (a running RUN
+    /// container is left at once).
+    cancel: CancellationToken,
+    /// The first stage failure (stage index, error); the cancellations it causes are not kept.
+    failure: Mutex<Option<(usize, EngineError)>>,
+    /// Stage names (lower-case) and each stage's outcome: `None` while it builds, then the
+    /// image id, or `Some(None)` when it failed.
+    names: Vec<Option<String>>,
+    done: Vec<watch::Receiver<Option<Option<String>>>>,
+    /// Per stage: its base image is resolved (or it needs none).
+    turns: Vec<watch::Receiver<bool>>,
+    /// Base images resolved (or pulled) by this build, so stages naming the same one pull once.
+    pulls: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<String>>>>>,
+    cache_sources: Vec<CacheSource>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const CANCELLED: &str = "build cancelled: another stage failed";
+
+fn cancelled() -> EngineError {
+    EngineError::Internal(CANCELLED.into())
+}
+
+impl Shared {
+    /// Record a stage's failure (the first one only, and not the cancellations that follow it)
+    /// and cancel the other stages.
+    fn fail(&self, index: usize, e: EngineError) {
+        if !self.cancel.is_cancelled() {
+            let mut f = lock(&self.failure);
+            if f.is_none() {
+                *f = Some((index, e));
+            }
+        }
+        self.cancel.cancel();
+    }
+
+    fn failed_stage(&self) -> Option<usize> {
+        lock(&self.failure).as_ref().map(|f| f.0)
+    }
+}
+
+/// One stage being built (or the global ARG steps): the per-stage state over [`Shared`].
+struct Worker {
+    sh: Arc<Shared>,
+    out: Progress,
+    /// This stage's index (stages before it are the ones it may name).
+    index: usize,
+    /// The number of the step last printed.
+    step: usize,
+    /// With --cache-from: the source a restored step came from (later steps stay with it).
+    cache_pick: AtomicUsize,
+    /// Set once this stage's base image is resolved (see [`Worker::wait_turn`]).
+    turn: Option<watch::Sender<bool>>,
+}
+
+impl std::ops::Deref for Worker {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.sh
+    }
 }
 
 impl Builder {
@@ -140,12 +231,6 @@ impl Builder {
             opts,
             out,
             context,
-            stages_done: HashMap::new(),
-            step: 0,
-            total: 0,
-            used_args: HashSet::new(),
-            global_args: BTreeMap::new(),
-            containers: Vec::new(),
         }
     }
 
@@ -156,13 +241,15 @@ impl Builder {
     }
 
     /// Run the whole build; returns the final image id.
-    pub async fn run(mut self) -> Result<String> {
-        let res = self.build().await;
+    pub async fn run(self) -> Result<String> {
+        let containers = Arc::new(Mutex::new(Vec::new()));
+        let res = self.build(containers.clone()).await;
         // Intermediate containers never outlive the build, failed or not (unless rm=false on
         // success, as `docker build --rm=false` asks).
         let keep = res.is_ok() && !self.opts.rm && !self.opts.force_rm;
         if !keep {
-            for cid in std::mem::take(&mut self.containers) {
+            let left = std::mem::take(&mut *lock(&containers));
+            for cid in left {
                 if let Ok(c) = self.svc.get(&cid).await {
                     let _ = self.svc.remove(&c, true, true).await;
                 }
@@ -171,7 +258,7 @@ impl Builder {
         res
     }
 
-    async fn build(&mut self) -> Result<String> {
+    async fn build(&self, containers: Arc<Mutex<Vec<String>>>) -> Result<String> {
         if let Some(p) = self.opts.platform.clone().filter(|p| !p.is_empty()) {
             let (os, arch, _) = crate::images::pull::parse_platform(Some(&p))?;
             let (hos, harch) = crate::images::pull::host_platform();
@@ -222,6 +309,12 @@ impl Builder {
                     [_] => None,
                     _ => return Err(EngineError::invalid(format!("dockerfile parse error line {}: FROM requires either one or three arguments", ins.line))),
                 };
+                if name.is_some() && stages.iter().any(|s| s.name == name) {
+                    return Err(EngineError::invalid(format!(
+                        "duplicate name {}",
+                        name.unwrap_or_default()
+                    )));
+                }
                 stages.push(Stage {
                     name,
                     from: ins,
@@ -251,16 +344,20 @@ impl Builder {
             _ => stages.len() - 1,
         };
         stages.truncate(last + 1);
-        self.total = metas.len()
+        let total = metas.len()
             + stages.iter().map(|s| 1 + s.steps.len()).sum::<usize>()
             + usize::from(!self.opts.labels.is_empty());
         // Global ARGs: a step each (as the classic builder prints them), no image.
+        let mut step = 0;
+        let mut global_args = BTreeMap::new();
+        let mut used_args = HashSet::new();
         for ins in &metas {
-            self.header(ins).await;
-            let vars: HashMap<String, String> = self
-                .global_args
+            step += 1;
+            self.say(format!("Step {step}/{total} : {}\n", ins.original))
+                .await;
+            let vars: HashMap<String, String> = global_args
                 .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|(k, v): (&String, &String)| (k.clone(), v.clone()))
                 .collect();
             for (k, default) in parse_arg(&ins.args, &vars)? {
                 let val = self
@@ -270,55 +367,119 @@ impl Builder {
                     .cloned()
                     .or(default)
                     .unwrap_or_default();
-                self.used_args.insert(k.clone());
-                self.global_args.insert(k, val);
+                used_args.insert(k.clone());
+                global_args.insert(k, val);
             }
         }
-        let global = self.global_args.clone();
-        let mut result = String::new();
+        let cache_sources = self.cache_sources().await?;
         let n = stages.len();
-        for (i, st) in stages.into_iter().enumerate() {
-            let mut state = self.from(&st.from, &global).await?;
-            for ins in &st.steps {
-                self.step(&mut state, ins).await?;
-            }
-            if i == n - 1 && !self.opts.labels.is_empty() {
-                let labels: Vec<String> = self
-                    .opts
-                    .labels
-                    .iter()
-                    .map(|(k, v)| format!("{k}={}", serde_json::to_string(v).unwrap_or_default()))
-                    .collect();
-                let ins = Instruction {
-                    cmd: "LABEL".into(),
-                    args: labels.join(" "),
-                    flags: HashMap::new(),
-                    original: format!("LABEL {}", labels.join(" ")),
-                    line: 0,
-                };
-                self.step(&mut state, &ins).await?;
-            }
-            let id = state.image.clone().ok_or_else(|| {
-                EngineError::invalid("No image was generated. Is your Dockerfile empty?")
-            })?;
-            self.stages_done.insert(i.to_string(), id.clone());
-            if let Some(name) = st.name {
-                self.stages_done.insert(name, id.clone());
-            }
-            result = id;
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..n).map(|_| watch::channel(None)).unzip();
+        let (turn_txs, turns): (Vec<_>, Vec<_>) = (0..n).map(|_| watch::channel(false)).unzip();
+        let sh = Arc::new(Shared {
+            svc: self.svc.clone(),
+            opts: self.opts.clone(),
+            context: self.context.clone(),
+            total,
+            global_args,
+            used_args: Mutex::new(used_args),
+            containers,
+            cancel: CancellationToken::new(),
+            failure: Mutex::new(None),
+            names: stages.iter().map(|s| s.name.clone()).collect(),
+            done: rxs,
+            turns,
+            pulls: Mutex::new(HashMap::new()),
+            cache_sources,
+        });
+        // Each stage writes to its own unbounded buffer; they are sent on in stage order, up to
+        // the stage that failed (the stages after it were cancelled: the classic builder would
+        // not have reached them).
+        let mut outs = Vec::with_capacity(n);
+        let mut bufs = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (tx, mut rx) = mpsc::channel::<Message>(64);
+            let (utx, urx) = mpsc::unbounded_channel::<Message>();
+            tokio::spawn(async move {
+                while let Some(m) = rx.recv().await {
+                    if utx.send(m).is_err() {
+                        break;
+                    }
+                }
+            });
+            outs.push(Progress::new(tx));
+            bufs.push(urx);
         }
-        let unused: Vec<&String> = self
-            .opts
-            .build_args
-            .keys()
-            .filter(|k| !self.used_args.contains(*k) && !PREDEFINED_ARGS.contains(&k.as_str()))
-            .collect();
-        if !unused.is_empty() {
-            let mut u: Vec<&str> = unused.iter().map(|s| s.as_str()).collect();
+        let seq = {
+            let (out, sh) = (self.out.clone(), sh.clone());
+            tokio::spawn(async move {
+                for (i, mut rx) in bufs.into_iter().enumerate() {
+                    while let Some(m) = rx.recv().await {
+                        out.send(m).await;
+                    }
+                    if sh.failed_stage().is_some_and(|k| i >= k) {
+                        break;
+                    }
+                }
+            })
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        let stage_ends = outs.into_iter().zip(txs).zip(turn_txs);
+        for (i, (st, ((out, tx), turn))) in stages.into_iter().zip(stage_ends).enumerate() {
+            let w = Worker {
+                sh: sh.clone(),
+                out,
+                index: i,
+                step,
+                cache_pick: AtomicUsize::new(usize::MAX),
+                turn: Some(turn),
+            };
+            step += 1 + st.steps.len();
+            tasks.spawn(async move {
+                let mut w = w;
+                let res = w.stage(st, i == n - 1).await;
+                let id = match res {
+                    Ok(id) => Some(id),
+                    Err(e) => {
+                        w.sh.fail(i, e);
+                        None
+                    }
+                };
+                let _ = tx.send(Some(id.clone()));
+                // The stage's output ends here (the sequencer moves on to the next one).
+                drop(w);
+                (i, id)
+            });
+        }
+        let mut result = None;
+        while let Some(r) = tasks.join_next().await {
+            match r {
+                Ok((i, id)) if i == n - 1 => result = id,
+                Ok(_) => {}
+                Err(e) => sh.fail(n, EngineError::Internal(format!("build stage failed: {e}"))),
+            }
+        }
+        let _ = seq.await;
+        if let Some((_, e)) = lock(&sh.failure).take() {
+            return Err(e);
+        }
+        let result =
+            result.ok_or_else(|| EngineError::Internal("the build produced no image".into()))?;
+        let unused: Vec<String> = {
+            let used = lock(&sh.used_args);
+            let mut u: Vec<String> = self
+                .opts
+                .build_args
+                .keys()
+                .filter(|k| !used.contains(*k) && !PREDEFINED_ARGS.contains(&k.as_str()))
+                .cloned()
+                .collect();
             u.sort();
+            u
+        };
+        if !unused.is_empty() {
             self.say(format!(
                 "[Warning] One or more build-args [{}] were not consumed\n",
-                u.join(" ")
+                unused.join(" ")
             ))
             .await;
         }
@@ -344,6 +505,146 @@ impl Builder {
         Ok(result)
     }
 
+    /// The images `--cache-from` names that exist here (a name that does not is skipped, as
+    /// dockerd does; naming any at all turns the local cache off except through them).
+    async fn cache_sources(&self) -> Result<Vec<CacheSource>> {
+        let mut out = Vec::new();
+        for r in &self.opts.cache_from {
+            let Ok(Some(img)) = self.svc.images.try_resolve(r).await else {
+                continue;
+            };
+            let mut chain = HashSet::new();
+            let mut next = Some(img.id().to_string());
+            while let Some(id) = next.take() {
+                if !chain.insert(id.clone()) {
+                    break;
+                }
+                next = self
+                    .svc
+                    .images
+                    .get_by_id(&id)
+                    .await?
+                    .and_then(|i| i.rec.parent.clone())
+                    .filter(|p| !p.is_empty());
+            }
+            out.push(CacheSource {
+                id: img.id().to_string(),
+                chain,
+                history: img.config["history"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+                diff_ids: self
+                    .svc
+                    .images
+                    .layers(img.id())
+                    .await?
+                    .into_iter()
+                    .map(|l| l.diff_id)
+                    .collect(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+impl Worker {
+    async fn say(&self, s: impl Into<String>) {
+        if !self.opts.quiet {
+            self.out.send(Message::stream(s)).await;
+        }
+    }
+
+    fn check_cancel(&self) -> Result<()> {
+        if self.cancel.is_cancelled() {
+            Err(cancelled())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn use_arg(&self, k: &str) {
+        lock(&self.used_args).insert(k.to_string());
+    }
+
+    /// Build one stage; returns its image id.
+    async fn stage(&mut self, st: Stage, last: bool) -> Result<String> {
+        let mut state = self.from(&st.from).await?;
+        for ins in &st.steps {
+            self.check_cancel()?;
+            self.step(&mut state, ins).await?;
+        }
+        if last && !self.opts.labels.is_empty() {
+            let labels: Vec<String> = self
+                .opts
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}={}", serde_json::to_string(v).unwrap_or_default()))
+                .collect();
+            let ins = Instruction {
+                cmd: "LABEL".into(),
+                args: labels.join(" "),
+                original: format!("LABEL {}", labels.join(" ")),
+                ..Default::default()
+            };
+            self.step(&mut state, &ins).await?;
+        }
+        state.image.ok_or_else(|| {
+            EngineError::invalid("No image was generated. Is your Dockerfile empty?")
+        })
+    }
+
+    /// The earlier stage `r` names (by name; with `by_index` also by number, as COPY --from
+    /// allows); `None` when it names none (so it is an image).
+    fn earlier_stage(&self, r: &str, by_index: bool) -> Result<Option<usize>> {
+        let l = r.to_ascii_lowercase();
+        let earlier = &self.names[..self.index.min(self.names.len())];
+        if let Some(i) = earlier.iter().position(|n| n.as_deref() == Some(&*l)) {
+            return Ok(Some(i));
+        }
+        match l.parse::<usize>() {
+            Ok(i) if by_index && i < earlier.len() => Ok(Some(i)),
+            Ok(_) if by_index => Err(EngineError::invalid(format!("invalid stage index {r}"))),
+            _ => Ok(None),
+        }
+    }
+
+    /// The image of the earlier stage `r` names, once that stage is built; `None` when `r`
+    /// names no earlier stage.
+    async fn stage_image(&self, r: &str, by_index: bool) -> Result<Option<String>> {
+        match self.earlier_stage(r, by_index)? {
+            Some(i) => self.stage_result(i).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn stage_result(&self, idx: usize) -> Result<String> {
+        let mut rx = self.done[idx].clone();
+        let v = rx.wait_for(|v| v.is_some()).await.map(|v| v.clone());
+        match v {
+            Ok(Some(Some(id))) => Ok(id),
+            _ => Err(cancelled()),
+        }
+    }
+
+    /// Base images are looked up (and pulled) in stage order, so a pull's progress shows under
+    /// the first stage that names the image, as in a sequential build: wait for the stages
+    /// before this one to have resolved theirs.
+    async fn wait_turn(&self) {
+        if self.index > 0 && self.index <= self.turns.len() {
+            let mut rx = self.turns[self.index - 1].clone();
+            let _ = rx.wait_for(|passed| *passed).await;
+        }
+    }
+
+    /// This stage's base is resolved (after [`Worker::wait_turn`]): the next stage may resolve
+    /// its own (also when this stage ends early: the sender is dropped).
+    fn pass_turn(&mut self) {
+        if let Some(t) = self.turn.take() {
+            let _ = t.send(true);
+        }
+    }
+
     async fn header(&mut self, ins: &Instruction) {
         self.step += 1;
         let text = format!("Step {}/{} : {}", self.step, self.total, ins.original);
@@ -351,14 +652,13 @@ impl Builder {
         self.say("\n").await;
     }
 
-    async fn from(
-        &mut self,
-        ins: &Instruction,
-        global: &BTreeMap<String, String>,
-    ) -> Result<State> {
+    async fn from(&mut self, ins: &Instruction) -> Result<State> {
         self.header(ins).await;
-        let vars: HashMap<String, String> =
-            global.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let vars: HashMap<String, String> = self
+            .global_args
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let base_raw = ins.args.split_whitespace().next().unwrap_or_default();
         let base = expand(base_raw, &vars).map_err(|e| EngineError::invalid(e.to_string()))?;
         if let Some(p) = ins.flags.get("platform") {
@@ -372,6 +672,8 @@ impl Builder {
             }
         }
         let mut state = if base.eq_ignore_ascii_case("scratch") {
+            self.wait_turn().await;
+            self.pass_turn();
             let (os, arch) = crate::images::pull::host_platform();
             State {
                 image: None,
@@ -380,10 +682,16 @@ impl Builder {
                 args: BTreeMap::new(),
                 cmd_set: false,
             }
-        } else if let Some(id) = self.stages_done.get(&base.to_ascii_lowercase()).cloned() {
+        } else if let Some(i) = self.earlier_stage(&base, false)? {
+            self.wait_turn().await;
+            self.pass_turn();
+            let id = self.stage_result(i).await?;
             self.load_state(&id).await?
         } else {
+            self.wait_turn().await;
+            self.check_cancel()?;
             let img = self.ensure_image(&base).await?;
+            self.pass_turn();
             self.load_state(&img).await?
         };
         if let Some(id) = &state.image {
@@ -417,7 +725,23 @@ impl Builder {
         Ok(state)
     }
 
+    /// A base image by name: the local one (unless --pull), else pulled. Stages naming the
+    /// same image share one look-up or pull.
     async fn ensure_image(&self, name: &str) -> Result<String> {
+        let cell = lock(&self.pulls)
+            .entry(name.to_string())
+            .or_default()
+            .clone();
+        let mut got = cell.lock().await;
+        if let Some(id) = got.as_ref() {
+            return Ok(id.clone());
+        }
+        let id = self.find_or_pull(name).await?;
+        *got = Some(id.clone());
+        Ok(id)
+    }
+
+    async fn find_or_pull(&self, name: &str) -> Result<String> {
         if !self.opts.pull {
             if let Some(i) = self.svc.images.try_resolve(name).await? {
                 return Ok(i.id().to_string());
@@ -481,6 +805,10 @@ impl Builder {
         for (k, v) in flags {
             h.update(format!("\0{k}={v}").as_bytes());
         }
+        for d in &ins.heredocs {
+            h.update(format!("\0<<{}:{}:{}\0", d.name, d.expand, d.chomp).as_bytes());
+            h.update(d.content.as_bytes());
+        }
         // The config the step leads to (what the classic builder compares): covers variables
         // expanded into metadata; build args reach RUN's key through `extra`.
         h.update([0]);
@@ -490,20 +818,102 @@ impl Builder {
         hex::encode(h.finalize())
     }
 
-    async fn cached(&self, state: &State, key: &str) -> Result<Option<String>> {
+    /// A cached image for this step: the local build cache (a step with the same parent and
+    /// key), or with --cache-from, only images those sources have, as dockerd's classic
+    /// builder: a local hit that is one of their ancestors, else a source whose history goes
+    /// on from this state with `created_by` (its layer is reused: that step is restored).
+    async fn cached(&self, state: &State, key: &str, created_by: &str) -> Result<Option<String>> {
         if self.opts.no_cache {
             return Ok(None);
         }
+        let local = self.cached_local(state, key).await?;
+        if self.opts.cache_from.is_empty() {
+            return Ok(local);
+        }
+        let pick = self.cache_pick.load(Ordering::Relaxed);
+        let sources = self
+            .cache_sources
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| pick == usize::MAX || *i == pick);
+        if let Some(id) = &local {
+            if sources.clone().any(|(_, s)| s.chain.contains(id)) {
+                return Ok(local);
+            }
+        }
+        let hist = state.config["history"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let n = hist.len();
+        let fresh = hist.is_empty() && state.diff_ids.is_empty();
+        for (i, s) in sources {
+            if s.history.len() <= n
+                || (!fresh
+                    && (s.history[..n] != hist[..] || !s.diff_ids.starts_with(&state.diff_ids)))
+                || s.history[n]["created_by"].as_str() != Some(created_by)
+            {
+                continue;
+            }
+            if s.history.len() == n + 1 {
+                return Ok(Some(s.id.clone()));
+            }
+            // Restore the step: this state plus the source's history row (and its layer).
+            let h = s.history[n].clone();
+            let layer = if h["empty_layer"].as_bool() == Some(true) {
+                None
+            } else {
+                let k = s.history[..n]
+                    .iter()
+                    .filter(|h| h["empty_layer"].as_bool() != Some(true))
+                    .count();
+                match s.diff_ids.get(k) {
+                    Some(d) => Some(d.clone()),
+                    None => continue,
+                }
+            };
+            let mut diff_ids = state.diff_ids.clone();
+            diff_ids.extend(layer);
+            let mut cfg = state.config.clone();
+            cfg["created"] = h["created"].clone();
+            cfg["rootfs"] = json!({"type": "layers", "diff_ids": diff_ids});
+            let mut rows = hist.clone();
+            rows.push(h);
+            cfg["history"] = json!(rows);
+            let id = self
+                .svc
+                .images
+                .commit_config(&cfg, &diff_ids, state.image.clone(), &[])
+                .await?;
+            self.cache_pick.store(i, Ordering::Relaxed);
+            return Ok(Some(id));
+        }
+        Ok(None)
+    }
+
+    /// The local build cache's image for this parent and key, if it still exists.
+    async fn cached_local(&self, state: &State, key: &str) -> Result<Option<String>> {
         let r: Option<(String,)> =
             sqlx::query_as("SELECT image_id FROM build_cache WHERE parent = ? AND key = ?")
                 .bind(state.image.clone().unwrap_or_default())
                 .bind(key)
                 .fetch_optional(&self.svc.images.store.pool)
                 .await?;
-        match r {
-            Some((id,)) if self.svc.images.get_by_id(&id).await?.is_some() => Ok(Some(id)),
-            _ => Ok(None),
-        }
+        Ok(match r {
+            Some((id,)) if self.svc.images.get_by_id(&id).await?.is_some() => Some(id),
+            _ => None,
+        })
+    }
+
+    /// Record one more cache key for a step's image (`parent` is the image before the step).
+    async fn remember(&self, parent: Option<&str>, key: &str, id: &str) -> Result<()> {
+        sqlx::query("INSERT OR REPLACE INTO build_cache (parent, key, image_id) VALUES (?, ?, ?)")
+            .bind(parent.unwrap_or_default())
+            .bind(key)
+            .bind(id)
+            .execute(&self.svc.images.store.pool)
+            .await?;
+        Ok(())
     }
 
     /// Commit the state as a new image (with a layer when given) and record it in the cache.
@@ -517,6 +927,11 @@ impl Builder {
         let now = crate::util::rfc3339_nano(chrono::Utc::now());
         let mut cfg = state.config.clone();
         cfg["created"] = json!(now);
+        // dockerd's image configs always carry OnBuild (null when there is no trigger); clients
+        // index it (docker-py's `info['Config']['OnBuild']`).
+        if let Some(c) = cfg["config"].as_object_mut() {
+            c.entry("OnBuild").or_insert(Value::Null);
+        }
         if let Some(l) = &layer {
             state.diff_ids.push(l.clone());
         }
@@ -533,12 +948,7 @@ impl Builder {
             .images
             .commit_config(&cfg, &state.diff_ids, state.image.clone(), &[])
             .await?;
-        sqlx::query("INSERT OR REPLACE INTO build_cache (parent, key, image_id) VALUES (?, ?, ?)")
-            .bind(state.image.clone().unwrap_or_default())
-            .bind(key)
-            .bind(&id)
-            .execute(&self.svc.images.store.pool)
-            .await?;
+        self.remember(state.image.as_deref(), key, &id).await?;
         state.image = Some(id);
         state.config = cfg;
         Ok(())
@@ -574,7 +984,7 @@ impl Builder {
             "COPY" | "ADD" => return self.copy_step(state, ins).await,
             "ARG" => {
                 for (k, default) in parse_arg(&ins.args, &state.env_map())? {
-                    self.used_args.insert(k.clone());
+                    self.use_arg(&k);
                     // --build-arg, else the ARG's default, else the global ARG's value.
                     let val = self
                         .opts
@@ -728,23 +1138,24 @@ impl Builder {
             }
         }
         let key = self.cache_key(state, ins, "");
-        if let Some(id) = self.cached(state, &key).await? {
+        // History shows the instruction as evaluated (`LABEL base=busybox`).
+        let shown = match ins.cmd.as_str() {
+            "ENV" | "LABEL" => {
+                let kv = crate::images::import::key_values(&self.expand(state, &ins.args)?);
+                let kv: Vec<String> = kv.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                format!("{} {}", ins.cmd, kv.join(" "))
+            }
+            "EXPOSE" | "USER" | "VOLUME" | "STOPSIGNAL" | "ARG" => {
+                format!("{} {}", ins.cmd, self.expand(state, &ins.args)?)
+            }
+            _ => ins.original.clone(),
+        };
+        let created_by = nop(&shown);
+        if let Some(id) = self.cached(state, &key, &created_by).await? {
             self.say(" ---> Using cache\n").await;
             self.use_cached(state, &id).await?;
         } else {
-            // History shows the instruction as evaluated (`LABEL base=busybox`).
-            let shown = match ins.cmd.as_str() {
-                "ENV" | "LABEL" => {
-                    let kv = crate::images::import::key_values(&self.expand(state, &ins.args)?);
-                    let kv: Vec<String> = kv.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                    format!("{} {}", ins.cmd, kv.join(" "))
-                }
-                "EXPOSE" | "USER" | "VOLUME" | "STOPSIGNAL" | "ARG" => {
-                    format!("{} {}", ins.cmd, self.expand(state, &ins.args)?)
-                }
-                _ => ins.original.clone(),
-            };
-            self.commit(state, nop(&shown), None, &key).await?;
+            self.commit(state, created_by, None, &key).await?;
         }
         self.say(format!(
             " ---> {}\n",
@@ -801,8 +1212,51 @@ impl Builder {
     }
 
     async fn run_step(&mut self, state: &mut State, ins: &Instruction) -> Result<()> {
+        // The classic builder's RUN takes no flags (--mount, --network, --security are BuildKit's).
+        if let Some(f) = ins.flags.keys().min() {
+            return Err(EngineError::invalid(format!(
+                "the --{f} option requires BuildKit. Refer to https://docs.docker.com/go/buildkit/ to learn how to build images with BuildKit enabled"
+            )));
+        }
+        // A heredoc script with a shebang is run as a file, mounted at /dev/pipes/<name>.
+        let mut script: Option<(TempDir, String)> = None;
         let cmd = match ins.json_args() {
             Some(a) => a,
+            None if !ins.heredocs.is_empty() => {
+                let only = ins.heredocs.len() == 1
+                    && dockerfile::heredoc_markers(&ins.args).len() == 1
+                    && !ins.args.trim().contains(char::is_whitespace);
+                if only && ins.heredocs[0].text().starts_with("#!") {
+                    let h = &ins.heredocs[0];
+                    let dir = TempDir::new(self.svc.images.content.tmp_path())?;
+                    let f = dir.0.join("script");
+                    std::fs::write(&f, h.text())?;
+                    std::fs::set_permissions(
+                        &f,
+                        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+                    )?;
+                    let target = format!("/dev/pipes/{}", h.name);
+                    script = Some((dir, target.clone()));
+                    vec![target]
+                } else {
+                    // `RUN <<EOF` alone runs the text with the shell; otherwise the shell gets
+                    // the whole heredoc (`RUN python3 <<EOF ...`) and reads it itself.
+                    let text = if only {
+                        ins.heredocs[0].text()
+                    } else {
+                        let mut full = ins.args.clone();
+                        for h in &ins.heredocs {
+                            full.push('\n');
+                            full.push_str(&h.content);
+                            full.push_str(&h.name);
+                        }
+                        full
+                    };
+                    let mut s = state.shell();
+                    s.push(text);
+                    s
+                }
+            }
             None => {
                 let mut s = state.shell();
                 s.push(ins.args.clone());
@@ -829,7 +1283,7 @@ impl Builder {
             format!("|{} {} {}", arg_env.len(), arg_env.join(" "), cmd.join(" "))
         };
         let key = self.cache_key(state, ins, &created_by);
-        if let Some(id) = self.cached(state, &key).await? {
+        if let Some(id) = self.cached(state, &key, &created_by).await? {
             self.say(" ---> Using cache\n").await;
             self.use_cached(state, &id).await?;
             self.say(format!(" ---> {}\n", short(&id))).await;
@@ -869,12 +1323,16 @@ impl Builder {
                     .network_mode
                     .clone()
                     .filter(|n| !n.is_empty() && n != "default"),
+                extra_hosts: Some(self.opts.extra_hosts.clone()).filter(|h| !h.is_empty()),
+                binds: script.as_ref().map(|(dir, target)| {
+                    vec![format!("{}:{target}:ro", dir.0.join("script").display())]
+                }),
                 ..Default::default()
             }),
             ..Default::default()
         };
         let (cid, _) = self.svc.create(None, body).await?;
-        self.containers.push(cid.clone());
+        lock(&self.containers).push(cid.clone());
         self.say(format!(" ---> Running in {}\n", short(&cid)))
             .await;
         let c = self.svc.get(&cid).await?;
@@ -908,7 +1366,11 @@ impl Builder {
                     if buf.len() < 8 + len {
                         break;
                     }
-                    let payload = String::from_utf8_lossy(&buf[8..8 + len]).into_owned();
+                    let mut payload = String::from_utf8_lossy(&buf[8..8 + len]).into_owned();
+                    // stderr in red, as the classic builder's stream writer marks it.
+                    if buf[0] == 2 {
+                        payload = format!("\x1b[91m{payload}\x1b[0m");
+                    }
                     buf.drain(..8 + len);
                     if !quiet {
                         out.send(Message::stream(payload)).await;
@@ -916,10 +1378,28 @@ impl Builder {
                 }
             }
         });
-        let code = self.svc.wait(&c, "not-running").await?;
-        // The exit is recorded before the log reader sees it; give it the tail.
         let mut logs = logs;
         let mut pump = pump;
+        // Another stage's failure stops this step at once (the container goes with it).
+        let code = tokio::select! {
+            code = self.svc.wait(&c, "not-running") => code,
+            _ = self.cancel.cancelled() => {
+                logs.abort();
+                pump.abort();
+                let _ = self.svc.remove(&c, true, true).await;
+                lock(&self.containers).retain(|x| x != &cid);
+                return Err(cancelled());
+            }
+        };
+        let code = match code {
+            Ok(c) => c,
+            Err(e) => {
+                logs.abort();
+                pump.abort();
+                return Err(e);
+            }
+        };
+        // The exit is recorded before the log reader sees it; give it the tail.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut logs).await;
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut pump).await;
         // Never leave a reader holding the output stream open.
@@ -946,7 +1426,7 @@ impl Builder {
         };
         if self.opts.rm || self.opts.force_rm {
             let _ = self.svc.remove(&c, true, true).await;
-            self.containers.retain(|x| x != &cid);
+            lock(&self.containers).retain(|x| x != &cid);
             self.say(format!(
                 " ---> Removed intermediate container {}\n",
                 short(&cid)
@@ -977,13 +1457,13 @@ impl Builder {
         cfg["WorkingDir"] = json!(new);
         state.config["config"] = cfg;
         let key = self.cache_key(state, ins, "");
-        if let Some(id) = self.cached(state, &key).await? {
+        let created_by = format!("/bin/sh -c #(nop) WORKDIR {new}");
+        if let Some(id) = self.cached(state, &key, &created_by).await? {
             self.say(" ---> Using cache\n").await;
             self.use_cached(state, &id).await?;
             self.say(format!(" ---> {}\n", short(&id))).await;
             return Ok(());
         }
-        let created_by = format!("/bin/sh -c #(nop) WORKDIR {new}");
         let root = match &state.image {
             Some(id) => Some(ImageRoot::mount(&self.svc, id).await?),
             None => None,

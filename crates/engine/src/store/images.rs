@@ -95,23 +95,24 @@ impl Store {
         digests: &[String],
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        let exists: Option<(String,)> = sqlx::query_as("SELECT id FROM images WHERE id = ?")
-            .bind(&img.id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if exists.is_none() {
-            sqlx::query(
-                "INSERT INTO images (id, config, created, size, parent, manifest, added_at) VALUES (?,?,?,?,?,?,?)",
-            )
-            .bind(&img.id)
-            .bind(&img.config)
-            .bind(img.created)
-            .bind(img.size)
-            .bind(&img.parent)
-            .bind(&img.manifest)
-            .bind(img.added_at)
-            .execute(&mut *tx)
-            .await?;
+        // A write first, so the transaction takes the write lock at once (waiting under the
+        // busy timeout): a read first would fail with SQLITE_BUSY_SNAPSHOT when another writer
+        // commits before this one upgrades (concurrent build stages, pulls).
+        let inserted = sqlx::query(
+            "INSERT OR IGNORE INTO images (id, config, created, size, parent, manifest, added_at) VALUES (?,?,?,?,?,?,?)",
+        )
+        .bind(&img.id)
+        .bind(&img.config)
+        .bind(img.created)
+        .bind(img.size)
+        .bind(&img.parent)
+        .bind(&img.manifest)
+        .bind(img.added_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if inserted {
             for (i, d) in diff_ids.iter().enumerate() {
                 sqlx::query("INSERT INTO image_layers (image_id, idx, diff_id) VALUES (?,?,?)")
                     .bind(&img.id)
