@@ -327,6 +327,36 @@ def test_image_inspect_fields(berthd, images):
     assert r.status == 200 and r.json()["Id"] == img["Id"]
 
 
+def test_image_inspect_go_shape(berthd, images):
+    """Image inspect as dockerd (API <= 1.44) marshals it: Config with every plain field of Go's
+    container.Config (OnBuild, Volumes... null when unset), Container and ContainerConfig (empty
+    for a pulled image; the container's id and config for a committed one)."""
+    pull(berthd, "busybox")
+    img = berthd.api("GET", "/v1.41/images/busybox/json").json()
+    cfg = img["Config"]
+    for k in ["Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr",
+              "Tty", "OpenStdin", "StdinOnce", "Env", "Cmd", "Image", "Volumes", "WorkingDir",
+              "Entrypoint", "OnBuild", "Labels"]:
+        assert k in cfg, k
+    assert cfg["OnBuild"] is None and cfg["Entrypoint"] is None and cfg["Cmd"] == ["sh"]
+    assert "ExposedPorts" not in cfg and "Healthcheck" not in cfg
+    assert img["Container"] == ""
+    assert img["ContainerConfig"]["Image"] == "" and img["ContainerConfig"]["Cmd"] is None
+    assert "Variant" not in img
+    if not containers_supported(berthd):
+        pytest.skip("no container support in this engine")
+    cid = berthd.docker("create", "--name", "src", "-e", "K=v", "busybox", "touch", "/x").stdout.strip()
+    new = berthd.docker("commit", "-c", "EXPOSE 8000", "src", "committed:1").stdout.strip()
+    img = inspect(berthd, "committed:1")
+    assert img["Id"] == new
+    assert img["Container"] == cid
+    cc = img["ContainerConfig"]
+    assert cc["Image"] == "busybox" and cc["Cmd"] == ["touch", "/x"] and "K=v" in cc["Env"]
+    assert cc["Hostname"] == cid[:12]
+    assert img["Config"]["ExposedPorts"] == {"8000/tcp": {}}
+    assert img["Config"]["OnBuild"] is None
+
+
 def test_history(berthd, registry, images):
     ref = f"{registry.host}/berth-test/multilayer"
     pull(berthd, ref)
@@ -643,6 +673,44 @@ def test_system_df(berthd):
     assert "busybox" in verbose
 
 
+# --- distribution inspect --------------------------------------------------
+
+def test_distribution_inspect(berthd, registry, images):
+    """GET /distribution/{name}/json: the manifest's descriptor and the platforms it serves,
+    from the mirror for docker.io names and from a named registry; nothing is pulled."""
+    desc = images.desc("library/busybox")
+    index = images.store.read_blob(desc["digest"])
+    for name in ["busybox", "busybox:latest", "docker.io/library/busybox:latest",
+                 f"busybox@{desc['digest']}"]:
+        r = berthd.api("GET", f"/distribution/{name}/json")
+        assert r.status == 200, (name, r.text)
+        assert r.json() == {
+            "Descriptor": {"mediaType": desc["media_type"], "digest": desc["digest"],
+                           "size": len(index)},
+            "Platforms": [{"architecture": "arm64", "os": "linux", "variant": "v8"},
+                          {"architecture": "amd64", "os": "linux"}],
+        }
+    # A single manifest: the platform of its config.
+    ml = images.desc("berth-test/multilayer")
+    r = berthd.api("GET", f"/v1.41/distribution/{registry.host}/berth-test/multilayer/json")
+    assert r.status == 200, r.text
+    assert r.json()["Descriptor"]["digest"] == ml["digest"]
+    assert r.json()["Descriptor"]["mediaType"] == ml["media_type"]
+    assert r.json()["Platforms"] == [{"architecture": "amd64", "os": "linux"}]
+    assert ids(berthd, "-a") == []
+    # docker-py's call, and its errors.
+    import docker
+    c = berthd.client()
+    assert {"os": "linux", "architecture": "amd64"} in c.api.inspect_distribution("busybox:latest")["Platforms"]
+    r = berthd.api("GET", "/distribution/busybox:nosuchtag/json")
+    assert r.status == 404
+    assert r.json()["message"] == "manifest for busybox:nosuchtag not found: manifest unknown: manifest unknown"
+    with pytest.raises(docker.errors.NotFound):
+        c.api.inspect_distribution("nosuchrepo")
+    r = berthd.api("GET", "/distribution/Bad:Ref/json")
+    assert r.status == 400 and "invalid reference format" in r.json()["message"]
+
+
 # --- errors ----------------------------------------------------------------
 
 def test_inspect_nosuch(berthd):
@@ -675,6 +743,39 @@ def test_pull_unknown_tag(berthd, registry):
     assert cp.returncode == 1
     assert "not found" in cp.stderr, cp.stderr
     assert ids(berthd, "-a") == []
+
+
+def test_pull_missing_repository_through_mirror(berthd):
+    """A docker.io repository the mirror does not have gets Docker Hub's answer (404, "pull
+    access denied ... repository does not exist"), which docker-py turns into ImageNotFound
+    (its `containers.run` of a missing image relies on it); a missing tag of a repository the
+    mirror has stays "manifest ... not found"."""
+    import docker
+    r = berthd.api("POST", "/images/create?fromImage=nosuchrepo&tag=latest")
+    assert r.status == 404
+    assert r.json() == {"message": "pull access denied for nosuchrepo, repository does not exist "
+                        "or may require 'docker login': denied: requested access to the resource is denied"}
+    r = berthd.api("POST", "/images/create?fromImage=busybox&tag=nosuchtag")
+    assert r.status == 404
+    assert r.json() == {"message": "manifest for busybox:nosuchtag not found: manifest unknown: manifest unknown"}
+    cp = berthd.docker("pull", "someone/nosuchrepo", check=False)
+    assert cp.returncode == 1
+    assert "pull access denied for someone/nosuchrepo, repository does not exist" in cp.stderr
+    c = berthd.client()
+    with pytest.raises(docker.errors.ImageNotFound):
+        c.images.pull("nosuchrepo")
+    with pytest.raises(docker.errors.ImageNotFound):
+        c.containers.run("nosuchrepo")
+
+
+def test_pull_digest_given_as_tag(berthd, images):
+    """docker-py passes a digest as `tag` (fromImage=busybox&tag=sha256:...): a pull by digest."""
+    digest = images.desc("library/busybox")["digest"]
+    c = berthd.client()
+    img = c.images.pull("busybox", tag=digest)
+    assert f"busybox@{digest}" in img.attrs["RepoDigests"]
+    assert img.id == images.image_id("library/busybox")
+    assert img.attrs["RepoTags"] == []
 
 
 def test_pull_registry_down(berthd):

@@ -230,3 +230,77 @@ def test_cleanup_of_host_devices(berthd):
     assert bdev not in links() and rules_for(bdev) == []
     berthd.start()
     assert bdev in links()
+
+
+def test_ipam_range_aux_and_validation(berthd):
+    """IPAM pools as docker-py and the CLI send them: IPRange and AuxiliaryAddresses kept and
+    shown as given (no Gateway when none was given), dynamic addresses from the range, reserved
+    addresses never handed out, and dockerd's ValidateIPAM wording for bad pools."""
+    pool = {"Subnet": "10.213.16.0/20", "IPRange": "10.213.21.0/24", "Gateway": "10.213.21.254",
+            "AuxiliaryAddresses": {"a": "10.213.21.0", "b": "10.213.21.1"}}
+    r = berthd.api("POST", "/networks/create", json={
+        "Name": "rng", "CheckDuplicate": None, "Options": None,
+        "IPAM": {"Driver": "default", "Config": [pool], "Options": None}})
+    assert r.status == 201, r.text
+    net = inspect(berthd, "rng", "network")
+    assert net["IPAM"] == {"Driver": "default", "Options": None, "Config": [pool]}
+    assert net["Options"] == {}
+    berthd.docker("run", "-d", "--name", "inr", "--network", "rng", "busybox", "sleep", "300")
+    ep = inspect(berthd, "inr")["NetworkSettings"]["Networks"]["rng"]
+    # The range's first addresses are the auxiliary ones: the next is the first free.
+    assert ep["IPAddress"] == "10.213.21.2" and ep["Gateway"] == "10.213.21.254"
+    # A static address may lie outside the range (inside the subnet); a reserved one may not.
+    berthd.docker("run", "-d", "--name", "sta", "--network", "rng", "--ip", "10.213.17.9",
+                  "busybox", "sleep", "300")
+    assert inspect(berthd, "sta")["NetworkSettings"]["Networks"]["rng"]["IPAddress"] == "10.213.17.9"
+    cp = berthd.docker("run", "-d", "--name", "aux", "--network", "rng", "--ip", "10.213.21.1",
+                       "busybox", "sleep", "300", check=False)
+    assert cp.returncode != 0 and "Address already in use" in cp.stderr, cp.stderr
+    # Only a subnet: the Config entry shows just that (the gateway is still the first address).
+    berthd.docker("network", "create", "--subnet", "10.213.32.0/24", "sub")
+    sub = inspect(berthd, "sub", "network")
+    assert sub["IPAM"]["Config"] == [{"Subnet": "10.213.32.0/24"}]
+    berthd.docker("run", "-d", "--name", "ins", "--network", "sub", "busybox", "sleep", "300")
+    ep = inspect(berthd, "ins")["NetworkSettings"]["Networks"]["sub"]
+    assert ep["Gateway"] == "10.213.32.1" and ep["IPAddress"] == "10.213.32.2"
+    # No pool: the engine's choice is shown with its gateway.
+    berthd.docker("network", "create", "auto")
+    cfg = inspect(berthd, "auto", "network")["IPAM"]["Config"]
+    assert len(cfg) == 1 and set(cfg[0]) == {"Subnet", "Gateway"}
+
+    def refused(ipam, enable_ipv6=False):
+        r = berthd.api("POST", "/networks/create",
+                       json={"Name": "bad", "IPAM": ipam, "EnableIPv6": enable_ipv6})
+        assert r.status == 400, r.text
+        return r.json()["message"]
+
+    assert refused({"Config": [{"Subnet": "10.213.48.0/24", "Gateway": "10.213.49.1"}]}) == (
+        "invalid network config:\ninvalid gateway 10.213.49.1: "
+        "parent subnet 10.213.48.0/24 doesn't contain this address")
+    assert refused({"Config": [{"Subnet": "10.213.48.0/24", "IPRange": "10.213.48.0/23"}]}) == (
+        "invalid network config:\ninvalid ip-range 10.213.48.0/23: "
+        "CIDR block is bigger than its parent subnet 10.213.48.0/24")
+    msg = refused({"Config": [{"Subnet": "10.213.48.0/24", "IPRange": "10.213.50.0/24",
+                               "AuxiliaryAddresses": {"x": "nonsense"}}]})
+    assert msg == ("invalid network config:\n"
+                   "* invalid ip-range 10.213.50.0/24: parent subnet 10.213.48.0/24 doesn't contain ip-range\n"
+                   "* invalid auxiliary address x: invalid address")
+    # IPv6 pools are checked when IPv6 is enabled (docker-py 6's tests use a host address).
+    assert refused({"Config": [{"Subnet": "2001:389::1/64"}]}, enable_ipv6=True) == (
+        "invalid network config:\ninvalid subnet 2001:389::1/64: it should be 2001:389::/64")
+    assert "bad" not in berthd.docker("network", "ls", "--format", "{{.Name}}").stdout.split()
+
+
+def test_dockerpy_ipam_config(berthd):
+    """docker-py's IPAMConfig/IPAMPool round trip (its integration test, with a free subnet)."""
+    from docker.types import IPAMConfig, IPAMPool
+    c = berthd.client()
+    net = c.networks.create("pyipam", ipam=IPAMConfig(driver="default", pool_configs=[IPAMPool(
+        subnet="10.213.64.0/20", iprange="10.213.69.0/24", gateway="10.213.69.254",
+        aux_addresses={"a": "10.213.65.5", "b": "10.213.65.6"})]))
+    ipam = c.api.inspect_network(net.id)["IPAM"]
+    assert ipam.pop("Options", None) is None and ipam["Driver"] == "default"
+    assert ipam["Config"] == [{"Subnet": "10.213.64.0/20", "IPRange": "10.213.69.0/24",
+                               "Gateway": "10.213.69.254",
+                               "AuxiliaryAddresses": {"a": "10.213.65.5", "b": "10.213.65.6"}}]
+    net.remove()

@@ -32,6 +32,7 @@ pub fn routes() -> Router<Arc<Engine>> {
         .route("/images/prune", post(prune))
         .route("/images/get", get(save_many))
         .route("/images/load", post(load))
+        .route("/distribution/{*rest}", get(distribution))
         .route(
             "/images/{*rest}",
             get(image_get).post(image_post).delete(image_delete),
@@ -209,6 +210,85 @@ async fn list(State(e): State<Arc<Engine>>, p: Params) -> Result<Json<Vec<ImageS
     Ok(Json(out))
 }
 
+/// A container config as dockerd's Go `container.Config` marshals it: every plain field present
+/// (`OnBuild`, `Labels`, `Entrypoint`... as `null` when unset), the `omitempty` ones only when set.
+/// Image inspect shows `Config` and `ContainerConfig` this way.
+pub fn go_container_config(v: &Value) -> Value {
+    let mut m = serde_json::Map::new();
+    let s = |k: &str| json!(v[k].as_str().unwrap_or_default());
+    let b = |k: &str| json!(v[k].as_bool().unwrap_or(false));
+    // null unless an array / object (Go's nil slices and maps).
+    let list = |k: &str| match &v[k] {
+        Value::Array(a) => json!(a),
+        _ => Value::Null,
+    };
+    let map = |k: &str| match &v[k] {
+        Value::Object(o) => json!(o),
+        _ => Value::Null,
+    };
+    for k in ["Hostname", "Domainname", "User"] {
+        m.insert(k.into(), s(k));
+    }
+    for k in ["AttachStdin", "AttachStdout", "AttachStderr"] {
+        m.insert(k.into(), b(k));
+    }
+    if v["ExposedPorts"].as_object().is_some_and(|o| !o.is_empty()) {
+        m.insert("ExposedPorts".into(), v["ExposedPorts"].clone());
+    }
+    for k in ["Tty", "OpenStdin", "StdinOnce"] {
+        m.insert(k.into(), b(k));
+    }
+    m.insert("Env".into(), list("Env"));
+    m.insert("Cmd".into(), list("Cmd"));
+    if v["Healthcheck"].is_object() {
+        m.insert("Healthcheck".into(), v["Healthcheck"].clone());
+    }
+    if v["ArgsEscaped"].as_bool() == Some(true) {
+        m.insert("ArgsEscaped".into(), json!(true));
+    }
+    m.insert("Image".into(), s("Image"));
+    m.insert("Volumes".into(), map("Volumes"));
+    m.insert("WorkingDir".into(), s("WorkingDir"));
+    m.insert("Entrypoint".into(), list("Entrypoint"));
+    if v["NetworkDisabled"].as_bool() == Some(true) {
+        m.insert("NetworkDisabled".into(), json!(true));
+    }
+    if v["MacAddress"].as_str().is_some_and(|x| !x.is_empty()) {
+        m.insert("MacAddress".into(), v["MacAddress"].clone());
+    }
+    m.insert("OnBuild".into(), list("OnBuild"));
+    m.insert("Labels".into(), map("Labels"));
+    if v["StopSignal"].as_str().is_some_and(|x| !x.is_empty()) {
+        m.insert("StopSignal".into(), v["StopSignal"].clone());
+    }
+    if v["StopTimeout"].is_number() {
+        m.insert("StopTimeout".into(), v["StopTimeout"].clone());
+    }
+    if v["Shell"].as_array().is_some_and(|a| !a.is_empty()) {
+        m.insert("Shell".into(), v["Shell"].clone());
+    }
+    Value::Object(m)
+}
+
+/// `ContainerConfig` of image inspect (API < 1.45): the config of the container an image was
+/// committed from, as recorded in the image config (`container_config`), else as that container
+/// still has it; an empty config for images not made from a container, as dockerd shows.
+async fn container_config(e: &Engine, c: &Value) -> Result<Value> {
+    if c["container_config"].is_object() {
+        return Ok(go_container_config(&c["container_config"]));
+    }
+    let cid = c["container"].as_str().unwrap_or_default();
+    if !cid.is_empty() {
+        if let Ok(ctr) = e.containers.get(cid).await {
+            let r = ctr.rec.read().await;
+            if r.id == cid {
+                return Ok(go_container_config(&serde_json::to_value(&r.config)?));
+            }
+        }
+    }
+    Ok(go_container_config(&Value::Null))
+}
+
 pub async fn inspect_value(e: &Engine, i: &Image) -> Result<Value> {
     let layers = e.images.layers(i.id()).await?;
     let c = &i.config;
@@ -217,18 +297,19 @@ pub async fn inspect_value(e: &Engine, i: &Image) -> Result<Value> {
         .rev()
         .map(|l| e.images.content.layer_dir(&l.diff_id).display().to_string())
         .collect();
-    Ok(json!({
+    let mut v = json!({
         "Id": i.id(),
         "RepoTags": i.familiar_tags(),
         "RepoDigests": i.familiar_digests(),
         "Parent": i.rec.parent.clone().unwrap_or_default(),
         "Comment": c["comment"].as_str().unwrap_or_default(),
         "Created": c["created"].as_str().unwrap_or("1970-01-01T00:00:00Z"),
+        "Container": c["container"].as_str().unwrap_or_default(),
+        "ContainerConfig": container_config(e, c).await?,
         "DockerVersion": c["docker_version"].as_str().unwrap_or_default(),
         "Author": c["author"].as_str().unwrap_or_default(),
-        "Config": c["config"].clone(),
+        "Config": if c["config"].is_object() { go_container_config(&c["config"]) } else { Value::Null },
         "Architecture": c["architecture"].as_str().unwrap_or_default(),
-        "Variant": c["variant"],
         "Os": c["os"].as_str().unwrap_or("linux"),
         "Size": i.rec.size,
         "VirtualSize": i.rec.size,
@@ -241,7 +322,14 @@ pub async fn inspect_value(e: &Engine, i: &Image) -> Result<Value> {
             "Layers": layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>(),
         },
         "Metadata": { "LastTagTime": "0001-01-01T00:00:00Z" },
-    }))
+    });
+    // `omitempty` in dockerd's ImageInspect.
+    for (k, src) in [("Variant", "variant"), ("OsVersion", "os.version")] {
+        if let Some(x) = c[src].as_str().filter(|x| !x.is_empty()) {
+            v[k] = json!(x);
+        }
+    }
+    Ok(v)
 }
 
 async fn inspect(e: &Engine, name: &str) -> Result<Json<Value>> {
@@ -373,6 +461,20 @@ async fn create(
         }
     });
     Ok(json_lines(rx))
+}
+
+/// `GET /distribution/{name}/json`: the registry's descriptor and platforms for a reference.
+async fn distribution(
+    State(e): State<Arc<Engine>>,
+    Path(rest): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>> {
+    let Some(name) = rest.strip_suffix("/json") else {
+        return Err(EngineError::NotFound("page not found".into()));
+    };
+    let r = ImageRef::parse_default_tag(name)?;
+    let auth = auth_from_header(headers.get("X-Registry-Auth").and_then(|v| v.to_str().ok()));
+    Ok(Json(e.images.inspect_distribution(&r, &auth).await?))
 }
 
 async fn push(e: Arc<Engine>, name: &str, p: Params, headers: HeaderMap) -> Result<Response> {

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::Params;
 use crate::daemon::Engine;
 use crate::error::{EngineError, Result};
-use crate::networks::NetworkRecord;
+use crate::networks::{validate_ipam, Ipam, NetworkRecord};
 
 pub fn routes() -> Router<Arc<Engine>> {
     Router::new()
@@ -82,7 +82,7 @@ struct CreateBody {
     #[serde(default)]
     internal: bool,
     #[serde(default, rename = "IPAM")]
-    ipam: Option<Value>,
+    ipam: Option<Ipam>,
     #[serde(default)]
     options: Option<HashMap<String, String>>,
     #[serde(default)]
@@ -92,27 +92,20 @@ struct CreateBody {
 }
 
 async fn create(State(e): State<Arc<Engine>>, Json(b): Json<CreateBody>) -> Result<Response> {
-    if b.enable_ipv6 == Some(true) {
+    let ipam = b.ipam.unwrap_or_default();
+    let enable_ipv6 = b.enable_ipv6 == Some(true);
+    validate_ipam(&ipam, enable_ipv6)?;
+    if enable_ipv6 {
         return Err(EngineError::invalid("IPv6 networks are not supported yet"));
     }
-    let cfg = b
-        .ipam
-        .as_ref()
-        .and_then(|i| i["Config"].as_array())
-        .and_then(|a| a.first().cloned());
-    let subnet = cfg
-        .as_ref()
-        .and_then(|c| c["Subnet"].as_str().map(String::from));
-    let gateway = cfg
-        .as_ref()
-        .and_then(|c| c["Gateway"].as_str().map(String::from));
+    // `CheckDuplicate` (deprecated in API 1.44) is not read: names are always unique, as with
+    // dockerd 25 and later whatever the API version.
     let n = e
         .networks
         .create(
             &b.name,
             b.driver.as_deref(),
-            subnet.as_deref(),
-            gateway.as_deref(),
+            ipam,
             b.internal,
             b.labels.unwrap_or_default(),
             b.options.unwrap_or_default(),

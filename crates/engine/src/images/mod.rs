@@ -2,6 +2,7 @@
 //! in their own modules.
 
 pub mod archive;
+pub mod distribution;
 pub mod import;
 pub mod progress;
 pub mod pull;

@@ -70,13 +70,21 @@ fn normalize_arch(a: &str) -> String {
     }
 }
 
-fn not_found(r: &ImageRef, e: &oci_client::errors::OciDistributionError) -> Option<EngineError> {
+/// Docker Hub's answer (through dockerd) for a repository that does not exist.
+pub(crate) fn access_denied(r: &ImageRef) -> EngineError {
+    EngineError::NotFound(format!(
+        "pull access denied for {}, repository does not exist or may require 'docker login': denied: requested access to the resource is denied",
+        r.familiar_name()
+    ))
+}
+
+pub(crate) fn not_found(
+    r: &ImageRef,
+    e: &oci_client::errors::OciDistributionError,
+) -> Option<EngineError> {
     let s = format!("{e:?}");
     if s.contains("NAME_UNKNOWN") || s.contains("NameUnknown") {
-        return Some(EngineError::NotFound(format!(
-            "pull access denied for {}, repository does not exist or may require 'docker login': denied: requested access to the resource is denied",
-            r.familiar_name()
-        )));
+        return Some(access_denied(r));
     }
     if s.contains("MANIFEST_UNKNOWN")
         || s.contains("ManifestUnknown")
@@ -91,6 +99,24 @@ fn not_found(r: &ImageRef, e: &oci_client::errors::OciDistributionError) -> Opti
         )));
     }
     None
+}
+
+/// Whether the registry says it has no repository `oci_ref` (a tag list answered
+/// `NAME_UNKNOWN` / 404): a registry answers `MANIFEST_UNKNOWN` for a manifest of an unknown
+/// repository and of an unknown tag alike.
+pub(crate) async fn repo_unknown(
+    client: &Client,
+    oci_ref: &Reference,
+    auth: &oci_client::secrets::RegistryAuth,
+) -> bool {
+    match client.list_tags(oci_ref, auth, Some(1), None).await {
+        Ok(_) => false,
+        Err(oci_client::errors::OciDistributionError::ServerError { code: 404, .. }) => true,
+        Err(e) => {
+            let s = format!("{e:?}");
+            s.contains("NAME_UNKNOWN") || s.contains("NameUnknown")
+        }
+    }
 }
 
 impl ImageService {
@@ -164,7 +190,14 @@ impl ImageService {
                 }
                 // A mirror that answers "not found" is believed: going on to Docker Hub would
                 // only repeat the question outside (and the hub may not be reachable at all).
-                Err(e @ EngineError::NotFound(_)) => return Err(e),
+                // It stands in for the hub, so a repository it does not have gets the hub's
+                // answer, which clients read as "no such image".
+                Err(e @ EngineError::NotFound(_)) => {
+                    if mirror.is_some() && repo_unknown(&client, &oci_ref, auth).await {
+                        return Err(access_denied(r));
+                    }
+                    return Err(e);
+                }
                 Err(e) => {
                     tracing::info!(registry = %host, error = %e, "pull attempt failed");
                     last_err = Some(e);

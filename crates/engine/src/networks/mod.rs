@@ -8,7 +8,7 @@ pub mod link;
 pub mod proxy;
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
@@ -30,6 +30,8 @@ pub struct NetworkRecord {
     pub labels: String,
     pub options: String,
     pub created: String,
+    /// The IPAM configuration given at create ([`Ipam`] as JSON).
+    pub ipam: String,
 }
 
 impl NetworkRecord {
@@ -52,6 +54,233 @@ impl NetworkRecord {
     /// The default `bridge` network has no DNS by name (legacy behaviour, as in Docker).
     pub fn is_default_bridge(&self) -> bool {
         self.name == "bridge"
+    }
+    pub fn ipam(&self) -> Ipam {
+        serde_json::from_str(&self.ipam).unwrap_or_default()
+    }
+    /// The user's IPv4 pool (the one the network uses), if one was given.
+    fn v4_pool(&self) -> Option<IpamPool> {
+        let net = self.cidr()?;
+        self.ipam()
+            .config
+            .into_iter()
+            .find(|c| parse_prefix(&c.subnet).ok() == Some((IpAddr::V4(net.0), net.1)))
+    }
+    /// Where dynamic addresses come from: the pool's `IPRange`, else the whole subnet.
+    pub fn ip_range(&self) -> Option<(Ipv4Addr, u8)> {
+        let r = self.v4_pool()?.ip_range;
+        match parse_prefix(&r).ok()? {
+            (IpAddr::V4(a), p) => Some((a, p)),
+            _ => None,
+        }
+    }
+    /// Addresses the pool's `AuxiliaryAddresses` reserve.
+    pub fn aux_addresses(&self) -> Vec<Ipv4Addr> {
+        self.v4_pool()
+            .map(|p| p.aux.values().filter_map(|a| a.parse().ok()).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// `IPAM` of a network as the API carries it (create request and inspect).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Ipam {
+    #[serde(rename = "Driver", default, deserialize_with = "null_string")]
+    pub driver: String,
+    #[serde(rename = "Options", default)]
+    pub options: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(rename = "Config", default, deserialize_with = "null_vec")]
+    pub config: Vec<IpamPool>,
+}
+
+/// One `IPAM.Config` entry; empty fields are left out of inspect, as dockerd's `omitempty`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct IpamPool {
+    #[serde(
+        rename = "Subnet",
+        default,
+        deserialize_with = "null_string",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub subnet: String,
+    #[serde(
+        rename = "IPRange",
+        default,
+        deserialize_with = "null_string",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub ip_range: String,
+    #[serde(
+        rename = "Gateway",
+        default,
+        deserialize_with = "null_string",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub gateway: String,
+    #[serde(
+        rename = "AuxiliaryAddresses",
+        default,
+        deserialize_with = "null_map",
+        skip_serializing_if = "std::collections::BTreeMap::is_empty"
+    )]
+    pub aux: std::collections::BTreeMap<String, String>,
+}
+
+fn null_string<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    Ok(<Option<String> as serde::Deserialize>::deserialize(d)?.unwrap_or_default())
+}
+
+fn null_vec<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<IpamPool>, D::Error> {
+    Ok(<Option<Vec<IpamPool>> as serde::Deserialize>::deserialize(d)?.unwrap_or_default())
+}
+
+fn null_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<std::collections::BTreeMap<String, String>, D::Error> {
+    Ok(
+        <Option<std::collections::BTreeMap<String, String>> as serde::Deserialize>::deserialize(d)?
+            .unwrap_or_default(),
+    )
+}
+
+/// Parse `addr/bits` (IPv4 or IPv6) as Go's `netip.ParsePrefix`, without masking.
+fn parse_prefix(s: &str) -> std::result::Result<(IpAddr, u8), ()> {
+    let (a, p) = s.split_once('/').ok_or(())?;
+    let a: IpAddr = a.parse().map_err(|_| ())?;
+    if p.is_empty() || p.starts_with('+') || (p.len() > 1 && p.starts_with('0')) {
+        return Err(());
+    }
+    let p: u8 = p.parse().map_err(|_| ())?;
+    let max = if a.is_ipv4() { 32 } else { 128 };
+    if p > max {
+        return Err(());
+    }
+    Ok((a, p))
+}
+
+fn mask_ip(a: IpAddr, p: u8) -> IpAddr {
+    match a {
+        IpAddr::V4(v) => IpAddr::V4(mask(v, p)),
+        IpAddr::V6(v) => {
+            let m = if p == 0 { 0 } else { u128::MAX << (128 - p) };
+            IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v) & m))
+        }
+    }
+}
+
+fn family(a: IpAddr) -> &'static str {
+    if a.is_ipv4() {
+        "IPv4"
+    } else {
+        "IPv6"
+    }
+}
+
+fn prefix_contains(net: (IpAddr, u8), a: IpAddr) -> bool {
+    a.is_ipv4() == net.0.is_ipv4() && mask_ip(a, net.1) == mask_ip(net.0, net.1)
+}
+
+/// dockerd's `ValidateIPAM` (API 1.44): every pool's subnet, ip-range, gateway and auxiliary
+/// addresses, with its wording; IPv6 pools are only checked when IPv6 is enabled.
+pub fn validate_ipam(ipam: &Ipam, enable_ipv6: bool) -> Result<()> {
+    let mut errs: Vec<String> = Vec::new();
+    for c in &ipam.config {
+        let Ok(subnet) = parse_prefix(&c.subnet) else {
+            errs.push(format!(
+                "invalid subnet {}: invalid CIDR block notation",
+                c.subnet
+            ));
+            continue;
+        };
+        let fam = family(subnet.0);
+        if subnet.0.is_ipv6() && !enable_ipv6 {
+            continue;
+        }
+        let shown = |p: (IpAddr, u8)| format!("{}/{}", p.0, p.1);
+        let masked = (mask_ip(subnet.0, subnet.1), subnet.1);
+        if masked != subnet {
+            errs.push(format!(
+                "invalid subnet {}: it should be {}",
+                shown(subnet),
+                shown(masked)
+            ));
+        }
+        if !c.ip_range.is_empty() {
+            match parse_prefix(&c.ip_range) {
+                Err(_) => errs.push(format!(
+                    "invalid ip-range {}: invalid CIDR block notation",
+                    c.ip_range
+                )),
+                Ok(r) if r.0.is_ipv4() != subnet.0.is_ipv4() => errs.push(format!(
+                    "invalid ip-range {}: parent subnet is an {fam} block",
+                    c.ip_range
+                )),
+                Ok(r) => {
+                    if r.1 < subnet.1 {
+                        errs.push(format!(
+                            "invalid ip-range {}: CIDR block is bigger than its parent subnet {}",
+                            c.ip_range,
+                            shown(subnet)
+                        ));
+                    }
+                    let rm = (mask_ip(r.0, r.1), r.1);
+                    if rm != r {
+                        errs.push(format!(
+                            "invalid ip-range {}: it should be {}",
+                            shown(r),
+                            shown(rm)
+                        ));
+                    }
+                    let p = r.1.min(subnet.1);
+                    if mask_ip(r.0, p) != mask_ip(subnet.0, p) {
+                        errs.push(format!(
+                            "invalid ip-range {}: parent subnet {} doesn't contain ip-range",
+                            c.ip_range,
+                            shown(subnet)
+                        ));
+                    }
+                }
+            }
+        }
+        let address = |a: &str| -> Option<String> {
+            if a.is_empty() {
+                return None;
+            }
+            let Ok(ip) = a.parse::<IpAddr>() else {
+                return Some("invalid address".into());
+            };
+            if ip.is_ipv4() != subnet.0.is_ipv4() {
+                return Some(format!("parent subnet is an {fam} block"));
+            }
+            if !prefix_contains(subnet, ip) {
+                return Some(format!(
+                    "parent subnet {} doesn't contain this address",
+                    shown(subnet)
+                ));
+            }
+            None
+        };
+        if let Some(e) = address(&c.gateway) {
+            errs.push(format!("invalid gateway {}: {e}", c.gateway));
+        }
+        for (name, a) in &c.aux {
+            if let Some(e) = address(a) {
+                errs.push(format!("invalid auxiliary address {name}: {e}"));
+            }
+        }
+    }
+    match errs.len() {
+        0 => Ok(()),
+        1 => Err(EngineError::invalid(format!(
+            "invalid network config:\n{}",
+            errs[0]
+        ))),
+        _ => Err(EngineError::invalid(format!(
+            "invalid network config:\n* {}",
+            errs.join("\n* ")
+        ))),
     }
 }
 
@@ -148,6 +377,7 @@ impl NetworkService {
                     false,
                     HashMap::new(),
                     HashMap::new(),
+                    &Ipam::default(),
                 )
                 .await?;
             }
@@ -174,6 +404,7 @@ impl NetworkService {
                 false,
                 HashMap::new(),
                 opts,
+                &Ipam::default(),
             )
             .await?;
         }
@@ -252,6 +483,7 @@ impl NetworkService {
         internal: bool,
         labels: HashMap<String, String>,
         options: HashMap<String, String>,
+        ipam: &Ipam,
     ) -> Result<NetworkRecord> {
         let rec = NetworkRecord {
             id: crate::util::random_id(),
@@ -264,10 +496,12 @@ impl NetworkService {
             labels: serde_json::to_string(&labels)?,
             options: serde_json::to_string(&options)?,
             created: crate::util::rfc3339_nano(chrono::Utc::now()),
+            ipam: serde_json::to_string(ipam)?,
         };
-        sqlx::query("INSERT INTO networks (id, name, driver, subnet, gateway, bridge, internal, labels, options, created) VALUES (?,?,?,?,?,?,?,?,?,?)")
+        sqlx::query("INSERT INTO networks (id, name, driver, subnet, gateway, bridge, internal, labels, options, created, ipam) VALUES (?,?,?,?,?,?,?,?,?,?,?)")
             .bind(&rec.id).bind(&rec.name).bind(&rec.driver).bind(&rec.subnet).bind(&rec.gateway)
             .bind(&rec.bridge).bind(rec.internal).bind(&rec.labels).bind(&rec.options).bind(&rec.created)
+            .bind(&rec.ipam)
             .execute(&self.store.pool)
             .await
             .map_err(|e| match e {
@@ -319,13 +553,14 @@ impl NetworkService {
         self.events.emit("network", action, &n.id, a);
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Create a bridge network. `ipam` is the request's `IPAM` (checked as dockerd does); its
+    /// IPv4 pool, if any, gives the subnet, gateway, range for dynamic addresses and reserved
+    /// addresses; without one the engine picks a free subnet.
     pub async fn create(
         &self,
         name: &str,
         driver: Option<&str>,
-        subnet: Option<&str>,
-        gateway: Option<&str>,
+        ipam: Ipam,
         internal: bool,
         labels: HashMap<String, String>,
         options: HashMap<String, String>,
@@ -339,20 +574,36 @@ impl NetworkService {
                 "plugin \"{driver}\" not found"
             )));
         }
+        if !matches!(ipam.driver.as_str(), "" | "default") {
+            return Err(EngineError::NotFound(format!(
+                "plugin \"{}\" not found",
+                ipam.driver
+            )));
+        }
         if matches!(name, "host" | "none" | "bridge") || self.get_by_name(name).await?.is_some() {
             return Err(EngineError::Conflict(format!(
                 "network with name {name} already exists"
             )));
         }
+        let v4: Vec<&IpamPool> = ipam
+            .config
+            .iter()
+            .filter(|c| parse_prefix(&c.subnet).is_ok_and(|p| p.0.is_ipv4()))
+            .collect();
+        if v4.len() > 1 {
+            return Err(EngineError::invalid(
+                "more than one IPv4 pool on a network is not supported",
+            ));
+        }
+        let pool = v4.first().map(|c| (*c).clone());
         // Validate before taking the host-wide lock; choose and bring up under it.
-        let wanted = subnet
-            .filter(|s| !s.is_empty())
-            .map(parse_cidr)
-            .transpose()?;
+        let wanted = pool.as_ref().map(|c| parse_cidr(&c.subnet)).transpose()?;
+        let subnet = pool.as_ref().map(|c| c.subnet.clone());
+        let gateway = pool.as_ref().map(|c| c.gateway.clone());
         let _lock = link::host_lock().await?;
         let (net, prefix) = match wanted {
             Some(c) => {
-                let s = subnet.unwrap_or_default();
+                let s = subnet.clone().unwrap_or_default();
                 let routes = link::host_routes().await;
                 if routes.iter().any(|r| r.1 > 0 && overlaps(*r, c)) {
                     return Err(EngineError::Forbidden(format!(
@@ -371,7 +622,7 @@ impl NetworkService {
             }
             None => self.pick_subnet().await?,
         };
-        let gw = match gateway.filter(|g| !g.is_empty()) {
+        let gw = match gateway.as_deref().filter(|g| !g.is_empty()) {
             Some(g) => {
                 let ip: Ipv4Addr = g
                     .parse()
@@ -383,7 +634,14 @@ impl NetworkService {
                 }
                 ip
             }
-            None => nth(net, 1),
+            None => match pool.as_ref().map(|p| p.ip_range.as_str()) {
+                // As libnetwork: the gateway is the first address of the pool's range.
+                Some(r) => match parse_prefix(r) {
+                    Ok((IpAddr::V4(rn), _)) if rn != net => rn,
+                    _ => nth(net, 1),
+                },
+                _ => nth(net, 1),
+            },
         };
         let id_hint = crate::util::random_id();
         let bridge = options
@@ -400,6 +658,7 @@ impl NetworkService {
                 internal,
                 labels,
                 options,
+                &ipam,
             )
             .await?;
         // The device name follows the id, as Docker names it.
@@ -480,48 +739,39 @@ impl NetworkService {
         Ok(())
     }
 
-    /// The first free address of `n` given the addresses in use.
+    /// The first free address of `n` given the addresses in use: from the pool's `IPRange`
+    /// when it has one, never the subnet's own or broadcast address, the gateway or an auxiliary
+    /// address. A requested address may be anywhere in the subnet (as with dockerd, outside the
+    /// range too).
     pub fn allocate(
         &self,
         n: &NetworkRecord,
         used: &[Ipv4Addr],
         want: Option<Ipv4Addr>,
     ) -> Result<Ipv4Addr> {
-        let (net, prefix) = n
-            .cidr()
-            .ok_or_else(|| EngineError::invalid(format!("network {} has no subnet", n.name)))?;
-        let gw = n.gw();
-        if let Some(w) = want {
-            if mask(w, prefix) != net {
-                return Err(EngineError::invalid(format!(
-                    "no configured subnet contains IP address {w}"
-                )));
-            }
-            if used.contains(&w) || Some(w) == gw {
-                return Err(EngineError::Conflict(format!(
-                    "Address already in use: {w}"
-                )));
-            }
-            return Ok(w);
-        }
-        let size = 1u32 << (32 - prefix);
-        for i in 2..size - 1 {
-            let c = nth(net, i);
-            if Some(c) != gw && !used.contains(&c) {
-                return Ok(c);
-            }
-        }
-        Err(EngineError::Internal(format!(
-            "no available IPv4 addresses on network {}",
-            n.name
-        )))
+        allocate_in(n, used, want)
     }
 
     pub fn to_json(&self, n: &NetworkRecord, containers: Value) -> Value {
-        let ipam_config = match (&n.subnet, &n.gateway) {
-            (Some(s), Some(g)) => json!([{"Subnet": s, "Gateway": g}]),
-            _ => json!([]),
-        };
+        // As dockerd: the pools as the user gave them; the subnet and gateway the engine chose
+        // when no IPv4 pool was given.
+        let ipam = n.ipam();
+        let mut pools: Vec<&IpamPool> = ipam
+            .config
+            .iter()
+            .filter(|c| !c.subnet.is_empty())
+            .collect();
+        pools.sort_by_key(|c| !parse_prefix(&c.subnet).is_ok_and(|p| p.0.is_ipv4()));
+        let mut ipam_config: Vec<Value> = pools.into_iter().map(|c| json!(c)).collect();
+        let has_v4 = ipam
+            .config
+            .iter()
+            .any(|c| parse_prefix(&c.subnet).is_ok_and(|p| p.0.is_ipv4()));
+        if !has_v4 {
+            if let (Some(s), Some(g)) = (&n.subnet, &n.gateway) {
+                ipam_config.insert(0, json!({"Subnet": s, "Gateway": g}));
+            }
+        }
         json!({
             "Name": n.name,
             "Id": n.id,
@@ -529,7 +779,11 @@ impl NetworkService {
             "Scope": "local",
             "Driver": n.driver,
             "EnableIPv6": false,
-            "IPAM": {"Driver": "default", "Options": null, "Config": ipam_config},
+            "IPAM": {
+                "Driver": if ipam.driver.is_empty() { "default" } else { ipam.driver.as_str() },
+                "Options": ipam.options,
+                "Config": ipam_config,
+            },
             "Internal": n.internal != 0,
             "Attachable": false,
             "Ingress": false,
@@ -550,5 +804,146 @@ impl NetworkService {
                 }
             }
         }
+    }
+}
+
+/// [`NetworkService::allocate`].
+fn allocate_in(n: &NetworkRecord, used: &[Ipv4Addr], want: Option<Ipv4Addr>) -> Result<Ipv4Addr> {
+    let (net, prefix) = n
+        .cidr()
+        .ok_or_else(|| EngineError::invalid(format!("network {} has no subnet", n.name)))?;
+    let gw = n.gw();
+    let aux = n.aux_addresses();
+    let size = 1u32 << (32 - prefix);
+    let broadcast = nth(net, size - 1);
+    let taken = |c: Ipv4Addr| {
+        c == net || c == broadcast || Some(c) == gw || aux.contains(&c) || used.contains(&c)
+    };
+    if let Some(w) = want {
+        if mask(w, prefix) != net {
+            return Err(EngineError::invalid(format!(
+                "no configured subnet contains IP address {w}"
+            )));
+        }
+        if taken(w) {
+            return Err(EngineError::Conflict(format!(
+                "Address already in use: {w}"
+            )));
+        }
+        return Ok(w);
+    }
+    let (start, end) = match n.ip_range() {
+        Some((r, p)) if mask(r, prefix) == net && p >= prefix => {
+            (u32::from(r), u32::from(r) + ((1u32 << (32 - p)) - 1))
+        }
+        _ => (u32::from(net), u32::from(broadcast)),
+    };
+    for i in start..=end {
+        let c = Ipv4Addr::from(i);
+        if !taken(c) {
+            return Ok(c);
+        }
+    }
+    Err(EngineError::Internal(format!(
+        "no available IPv4 addresses on network {}",
+        n.name
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(subnet: &str, range: &str, gw: &str, aux: &[(&str, &str)]) -> Ipam {
+        Ipam {
+            config: vec![IpamPool {
+                subnet: subnet.into(),
+                ip_range: range.into(),
+                gateway: gw.into(),
+                aux: aux
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn err(ipam: &Ipam, v6: bool) -> String {
+        validate_ipam(ipam, v6).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn validates_pools_with_dockerd_wording() {
+        assert!(validate_ipam(
+            &pool(
+                "172.28.0.0/16",
+                "172.28.5.0/24",
+                "172.28.5.254",
+                &[("a", "172.28.1.5")]
+            ),
+            false
+        )
+        .is_ok());
+        assert_eq!(
+            err(&pool("300.1.1.0/24", "", "", &[]), false),
+            "invalid network config:\ninvalid subnet 300.1.1.0/24: invalid CIDR block notation"
+        );
+        assert_eq!(
+            err(&pool("10.1.1.5/24", "", "", &[]), false),
+            "invalid network config:\ninvalid subnet 10.1.1.5/24: it should be 10.1.1.0/24"
+        );
+        assert_eq!(
+            err(&pool("10.1.1.0/24", "10.1.2.0/24", "2001::1", &[]), false),
+            "invalid network config:\n* invalid ip-range 10.1.2.0/24: parent subnet 10.1.1.0/24 doesn't contain ip-range\n* invalid gateway 2001::1: parent subnet is an IPv4 block"
+        );
+        // IPv6 pools only matter for IPv6 networks.
+        assert!(validate_ipam(&pool("2001:389::1/64", "", "", &[]), false).is_ok());
+        assert_eq!(
+            err(&pool("2001:389::1/64", "", "", &[]), true),
+            "invalid network config:\ninvalid subnet 2001:389::1/64: it should be 2001:389::/64"
+        );
+        // JSON as docker-py sends it (nulls for what is not given).
+        let v: Ipam = serde_json::from_str(
+            r#"{"Driver":"default","Options":null,"Config":[{"Subnet":"10.1.0.0/16","IPRange":null,"Gateway":null,"AuxiliaryAddresses":null}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::to_value(&v.config[0]).unwrap(),
+            json!({"Subnet": "10.1.0.0/16"})
+        );
+    }
+
+    #[test]
+    fn allocates_from_the_range_around_reserved_addresses() {
+        let ipam = pool(
+            "10.1.0.0/16",
+            "10.1.5.0/30",
+            "10.1.5.254",
+            &[("a", "10.1.5.1")],
+        );
+        let n = NetworkRecord {
+            id: "x".into(),
+            name: "n".into(),
+            driver: "bridge".into(),
+            subnet: Some("10.1.0.0/16".into()),
+            gateway: Some("10.1.5.254".into()),
+            bridge: None,
+            internal: 0,
+            labels: "{}".into(),
+            options: "{}".into(),
+            created: String::new(),
+            ipam: serde_json::to_string(&ipam).unwrap(),
+        };
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert_eq!(n.ip_range(), Some((ip("10.1.5.0"), 30)));
+        let pick = |used: &[Ipv4Addr], want: Option<Ipv4Addr>| allocate_in(&n, used, want);
+        assert_eq!(pick(&[], None).unwrap(), ip("10.1.5.0"));
+        assert_eq!(pick(&[ip("10.1.5.0")], None).unwrap(), ip("10.1.5.2"));
+        assert!(pick(&[ip("10.1.5.0"), ip("10.1.5.2"), ip("10.1.5.3")], None).is_err());
+        assert_eq!(pick(&[], Some(ip("10.1.9.9"))).unwrap(), ip("10.1.9.9"));
+        assert!(pick(&[], Some(ip("10.1.5.1"))).is_err());
+        assert!(pick(&[], Some(ip("10.1.5.254"))).is_err());
+        assert!(pick(&[], Some(ip("10.2.0.1"))).is_err());
     }
 }
