@@ -119,7 +119,9 @@ fn main() {
                 i += 1;
             }
             "-h" | "--help" => {
-                println!("usage: berth-desktop [--hidden] [--serve-ui 127.0.0.1:PORT [--ui-dir DIR]]");
+                println!(
+                    "usage: berth-desktop [--hidden] [--serve-ui 127.0.0.1:PORT [--ui-dir DIR]]"
+                );
                 return;
             }
             "--version" => {

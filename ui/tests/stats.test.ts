@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { History, niceMax } from '../src/lib/stats';
+import { History, niceMax, sameOnScreen } from '../src/lib/stats';
 
 const s = (t: number, rx: number, read: number) => ({ t, cpu: 5, mem: 100, memLimit: 1000, netRx: rx, netTx: 0, blkRead: read, blkWrite: 0, pids: 1 });
 
@@ -24,5 +24,18 @@ describe('stats history', () => {
     expect(niceMax(3)).toBe(5);
     expect(niceMax(70)).toBe(100);
     expect(niceMax(100)).toBe(100);
+  });
+});
+
+describe('list stats on screen', () => {
+  const smp = (cpu: number, mem: number) => ({ t: Date.now(), cpu, mem, memLimit: 0, netRx: 0, netTx: 0, blkRead: 0, blkWrite: 0, pids: 1 });
+  it('a round that prints the same figures is the same on screen', () => {
+    const a = { x: smp(0.01, 253952), y: smp(12.2, 5 * 1024 * 1024) };
+    expect(sameOnScreen(a, { x: smp(0.02, 253952), y: smp(11.9, 5 * 1024 * 1024 + 100) })).toBe(true);
+    expect(sameOnScreen(a, { x: smp(0.2, 253952), y: smp(12.2, 5 * 1024 * 1024) })).toBe(false);
+    expect(sameOnScreen(a, { x: smp(0.01, 300000), y: smp(12.2, 5 * 1024 * 1024) })).toBe(false);
+    expect(sameOnScreen(a, { x: smp(0.01, 253952) })).toBe(false);
+    expect(sameOnScreen(a, { x: smp(0.01, 253952), z: smp(12.2, 5 * 1024 * 1024) })).toBe(false);
+    expect(sameOnScreen({}, {})).toBe(true);
   });
 });

@@ -62,6 +62,9 @@ pub const COMMANDS: &[&str] = &[
     "stream.input",
     "stream.resize",
     "open.url",
+    "vm.status",
+    "vm.settings.set",
+    "app.mark",
 ];
 
 // ---- argument helpers --------------------------------------------------------
@@ -819,6 +822,28 @@ impl Host {
                 open_url(&url)?;
                 Ok(json!({}))
             }
+            // A performance mark from the UI (bench/app): one line on stderr,
+            // `BERTH_MARK containers-painted rows=20 t_ms=812`.
+            "app.mark" => {
+                let what: String = opt_str(args, "what")
+                    .unwrap_or_else(|| "mark".into())
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                    .take(64)
+                    .collect();
+                let t_ms = ms_since_process_start();
+                let mut line = format!("BERTH_MARK {what}");
+                if let Some(rows) = args.get("rows").and_then(Value::as_u64) {
+                    line.push_str(&format!(" rows={rows}"));
+                }
+                if let Some(ms) = t_ms {
+                    line.push_str(&format!(" t_ms={ms}"));
+                }
+                eprintln!("{line}");
+                Ok(json!({"what": what, "tMs": t_ms}))
+            }
+            "vm.status" => crate::vm::status(),
+            "vm.settings.set" => crate::vm::set(args),
             other => Err(HostError::invalid(format!("unknown command {other:?}"))),
         }
     }
@@ -899,6 +924,33 @@ pub fn strip_ansi(s: &str) -> String {
 }
 
 /// Opens a web page (a published port) in the default browser.
+/// Milliseconds since this process was started by the kernel (`fork`/`exec`,
+/// so dynamic loading and everything before `main` count): `/proc/self/stat`'s
+/// start time (clock ticks since boot, so 10 ms steps) against `CLOCK_BOOTTIME`.
+#[cfg(target_os = "linux")]
+pub fn ms_since_process_start() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Field 22; the command name (field 2, in parentheses) may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let ticks: u64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    // SAFETY: sysconf and clock_gettime only write to the timespec we pass.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    if hz <= 0 || unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut now) } != 0 {
+        return None;
+    }
+    let now_ms = now.tv_sec as u64 * 1000 + now.tv_nsec as u64 / 1_000_000;
+    Some(now_ms.saturating_sub(ticks * 1000 / hz as u64))
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn ms_since_process_start() -> Option<u64> {
+    None
+}
+
 pub fn open_url(url: &str) -> Result<()> {
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(HostError::invalid(format!("{url:?} is not a web address")));
@@ -1063,6 +1115,24 @@ mod tests {
             "b"
         );
         assert!(browse_dir(dir.path(), "../etc").is_err());
+    }
+
+    #[tokio::test]
+    async fn app_mark_reports_the_time_since_the_process_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = Host::new(dir.path().join("s.json"));
+        let r = h
+            .call(
+                "app.mark",
+                json!({"what": "containers-painted\nx", "rows": 3}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r["what"], "containers-paintedx");
+        if cfg!(target_os = "linux") {
+            let ms = r["tMs"].as_u64().unwrap();
+            assert!(ms < 24 * 3600 * 1000, "{ms}");
+        }
     }
 
     #[tokio::test]

@@ -19,6 +19,7 @@ pub mod serve;
 pub mod settings;
 pub mod stats;
 pub mod streams;
+pub mod vm;
 
 pub use error::{ErrorKind, HostError, Result};
 pub use host::{EngineState, Host, Sink};

@@ -1,4 +1,5 @@
 // Stats history kept while a container's page is open (tests/stats.test.ts).
+import { ibytes, percent } from './format';
 
 export interface Sample {
   t: number;
@@ -62,4 +63,17 @@ export function niceMax(v: number): number {
   const e = Math.pow(10, Math.floor(Math.log10(v)));
   for (const m of [1, 2, 5, 10]) if (v <= m * e) return m * e;
   return 10 * e;
+}
+
+/** Whether a new round of the containers list's stats would show the same
+ * figures (same containers, CPU and memory as printed): then the list is not
+ * re-rendered, so an idle list costs no rendering every 3 s. */
+export function sameOnScreen(prev: Record<string, Sample>, next: Record<string, Sample>): boolean {
+  const ids = Object.keys(next);
+  if (ids.length !== Object.keys(prev).length) return false;
+  return ids.every((id) => {
+    const a = prev[id];
+    const b = next[id];
+    return !!a && percent(a.cpu) === percent(b.cpu) && ibytes(a.mem) === ibytes(b.mem);
+  });
 }

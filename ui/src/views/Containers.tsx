@@ -1,4 +1,4 @@
-import { useEffect, useMemo, useState } from 'preact/hooks';
+import { useEffect, useLayoutEffect, useMemo, useState } from 'preact/hooks';
 import { act, call, load, store, useStore } from '../store';
 import { filter, groupByProject, isRunning, name, ports, type StatusFilter } from '../lib/containers';
 import { ibytes, percent } from '../lib/format';
@@ -6,6 +6,8 @@ import { getTransport, type StreamHandle } from '../transport';
 import type { ContainerSummary } from '../types';
 import { confirm, Empty, ErrorBox, IconButton, Icon, Spinner, StatePill } from '../components/ui';
 import { navigate } from '../router';
+import { markPainted } from '../lib/marks';
+import { sameOnScreen } from '../lib/stats';
 
 export async function containerAction(c: ContainerSummary, action: 'start' | 'stop' | 'restart' | 'pause' | 'unpause' | 'remove') {
   const n = name(c);
@@ -31,7 +33,7 @@ function useListStats(active: boolean) {
       if (h || closed || document.visibilityState !== 'visible') return;
       try {
         h = await getTransport().open('stats_all', { intervalMs: 3000 }, (m) => {
-          if (m.type === 'data') store.set({ listStats: m.data });
+          if (m.type === 'data' && !sameOnScreen(store.get().listStats, m.data)) store.set({ listStats: m.data });
         });
         if (closed) h.close();
       } catch {
@@ -69,6 +71,10 @@ export function Containers() {
     void load('containers');
   }, []);
   useListStats(engineUp);
+  // First paint of the engine's list (bench/app measures start-up with it).
+  useLayoutEffect(() => {
+    if (list.items !== null && !list.error) markPainted('containers-painted', { rows: list.items.length });
+  }, [list.items, list.error]);
 
   const items = list.items ?? [];
   const shown = useMemo(() => filter(items, query, status), [items, query, status]);

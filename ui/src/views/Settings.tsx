@@ -129,11 +129,83 @@ export function Settings() {
             <button type="submit">Save</button>
           </form>
         </section>
-        <section class="card" aria-labelledby="vm-h">
-          <h3 id="vm-h">Virtual machine</h3>
-          <p class="muted">On Linux Berth runs the engine natively: there is no VM to size. On macOS and Windows the VM's CPUs, memory and disk are set here once the VM exists.</p>
-        </section>
+        <VmCard />
       </div>
+    </section>
+  );
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type VmStatus = any;
+
+/** Settings → Virtual machine: state and resources of Berth's VM (shared with `berth vm`). */
+export function VmCard() {
+  const [vm, setVm] = useState<VmStatus | null>(null);
+  const [form, setForm] = useState({ cpus: 2, memoryMib: 2048, diskGib: 64 });
+  const load = () =>
+    call<VmStatus>('vm.status')
+      .then((v) => {
+        setVm(v);
+        if (v?.settings) setForm(v.settings);
+      })
+      .catch(() => setVm(null));
+  useEffect(() => {
+    void load();
+  }, []);
+  const save = async (e: Event) => {
+    e.preventDefault();
+    try {
+      const v = await call<VmStatus>('vm.settings.set', { settings: form });
+      setVm(v);
+      toast({ kind: 'success', title: 'VM settings saved', message: 'They apply at the VM\'s next start.' });
+    } catch (err) {
+      showError('The VM settings were not saved', err);
+    }
+  };
+  const num = (k: 'cpus' | 'memoryMib' | 'diskGib', label: string, min: number) => (
+    <label>
+      {label}
+      <input type="number" min={min} value={form[k]} onInput={(e) => setForm({ ...form, [k]: Number(e.currentTarget.value) })} />
+    </label>
+  );
+  return (
+    <section class="card" aria-labelledby="vm-h">
+      <h3 id="vm-h">Virtual machine</h3>
+      {!vm?.exists ? (
+        <p class="muted">
+          On Linux Berth runs the engine natively. The VM (how Berth runs on macOS and Windows; <span class="mono">berth vm start</span> here) has not been
+          created yet: its CPUs, memory and disk are set here once it exists.
+        </p>
+      ) : (
+        <>
+          <dl class="kv">
+            <dt>State</dt>
+            <dd>
+              <StatePill state={vm.state === 'running' ? 'running' : vm.state === 'crashed' ? 'dead' : 'exited'} label={vm.state} />
+            </dd>
+            {vm.bootMs != null && (
+              <>
+                <dt>Boot</dt>
+                <dd>{(vm.bootMs / 1000).toFixed(2)} s to engine ready</dd>
+              </>
+            )}
+            <dt>Socket</dt>
+            <dd class="mono">unix://{vm.socket}</dd>
+            {vm.message && (
+              <>
+                <dt>Last error</dt>
+                <dd>{vm.message}</dd>
+              </>
+            )}
+          </dl>
+          <form class="form vm-resources" onSubmit={save} aria-label="VM resources">
+            {num('cpus', 'CPUs', 1)}
+            {num('memoryMib', 'Memory (MiB)', 512)}
+            {num('diskGib', 'Disk (GiB)', 4)}
+            <button type="submit">Save</button>
+          </form>
+        </>
+      )}
     </section>
   );
 }
