@@ -84,7 +84,12 @@ impl ContainerService {
         let mut exited = c.exited.subscribe();
         let mut removed = c.removed.subscribe();
         let mut pos = 0u64;
-        if let Ok(f) = tokio::fs::File::open(&path).await {
+        // One handle for the whole request: a client may remove the container (and its log)
+        // right after the exit, before a follower has read the last lines (docker-py's `run`
+        // does: logs(follow) → wait → remove → read the stream); dockerd reads from an open
+        // file too.
+        let mut file = tokio::fs::File::open(&path).await.ok();
+        if let Some(f) = file.as_mut() {
             let mut lines = BufReader::new(f).lines();
             let mut all: Vec<String> = Vec::new();
             while let Ok(Some(l)) = lines.next_line().await {
@@ -118,7 +123,10 @@ impl ContainerService {
         let mut partial = String::new();
         loop {
             // Read what was appended since.
-            if let Ok(mut f) = tokio::fs::File::open(&path).await {
+            if file.is_none() {
+                file = tokio::fs::File::open(&path).await.ok();
+            }
+            if let Some(f) = file.as_mut() {
                 let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
                 if len < pos {
                     pos = 0;
