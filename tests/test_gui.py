@@ -151,6 +151,21 @@ def test_app_window_under_xvfb(berthd, tmp_path):
         subprocess.run(["/usr/bin/import", "-display", f":{n}", "-window", "root", out], env=env, check=True)
         assert colours > 200, f"the window looks blank ({colours} colours); log: {(tmp_path / 'app.log').read_text()}"
         assert app.poll() is None
+        # Images is imported when first shown (ui/src/lazy.tsx): Alt+2 must paint it in WebKit too.
+        subprocess.run(["/usr/bin/xdotool", "windowfocus", "--sync", wid], env=env, check=True)
+        subprocess.run(["/usr/bin/xdotool", "key", "alt+2"], env=env, check=True)
+        diff = 0
+        for _ in range(40):
+            time.sleep(0.25)
+            subprocess.run(["/usr/bin/import", "-display", f":{n}", "-window", "root", str(tmp_path / "images.png")],
+                           env=env, check=True)
+            r = subprocess.run(["/usr/bin/compare", "-metric", "AE", out, str(tmp_path / "images.png"), "null:"],
+                               capture_output=True, text=True)
+            diff = int(float((r.stderr.split() or ["0"])[0]))
+            if diff > 20000:
+                break
+        assert diff > 20000, f"Alt+2 did not change the window ({diff} pixels); log: {(tmp_path / 'app.log').read_text()}"
+        assert app.poll() is None
     finally:
         if app:
             app.terminate()

@@ -12,6 +12,8 @@
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
 mod tray;
+#[cfg(target_os = "linux")]
+mod webkit;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -101,6 +103,10 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Before anything starts a thread or touches GTK/WebKit: WebKit reads
+    // these when it initialises, and its helper processes inherit them.
+    #[cfg(target_os = "linux")]
+    webkit::set_env_defaults();
     let args: Vec<String> = std::env::args().collect();
     let mut serve = None;
     let mut ui_dir = None;
@@ -161,6 +167,10 @@ fn run_app(hidden: bool) {
             app.host.close_streams(&ids);
         })
         .setup(move |app| {
+            #[cfg(target_os = "linux")]
+            for w in app.webview_windows().values() {
+                webkit::tune(w);
+            }
             let handle = app.handle().clone();
             let h = host.clone();
             tauri::async_runtime::spawn(async move {

@@ -6,11 +6,14 @@ import { transport, toBerthError } from './transport';
 import { navigate, useRoute } from './router';
 import { ConfirmHost, Icon, StatePill, Toasts } from './components/ui';
 import { Containers } from './views/Containers';
-import { ContainerPage } from './views/ContainerPage';
-import { Images } from './views/Images';
-import { Volumes } from './views/Volumes';
-import { Networks } from './views/Networks';
+import { lazyView } from './lazy';
 import { Settings, Troubleshoot, startEngine } from './views/Settings';
+
+// Loaded when first shown: the app opens on the containers list.
+const ContainerPage = lazyView(() => import('./views/ContainerPage').then((m) => m.ContainerPage));
+const Images = lazyView(() => import('./views/Images').then((m) => m.Images));
+const Volumes = lazyView(() => import('./views/Volumes').then((m) => m.Volumes));
+const Networks = lazyView(() => import('./views/Networks').then((m) => m.Networks));
 
 const NAV = [
   { view: 'containers', label: 'Containers', icon: 'box', hash: '#/containers', key: '1' },
