@@ -9,10 +9,12 @@ It reads the menu (``GetLayout`` on the item's ``Menu`` path) and checks:
 
 - the engine's state, one submenu per running container with Stop, Restart,
   Open http://localhost:PORT (enabled only with a published port) and Show logs,
-  Restart engine, Open dashboard, Quit;
+  Restart engine, Stop engine, Open dashboard, Quit;
 - a container stopped from the CLI leaves the menu (``LayoutUpdated``);
 - Stop clicked in the menu (``Event(id, "clicked", …)``) stops the container in
   the engine;
+- Stop engine clicked: berthd exits cleanly, the menu says "Engine stopped" and
+  offers "Start engine"; berthd back: running again, its container still there;
 - the engine killed: "Engine stopped" and "Start engine"; back: running again;
 - Quit clicked: the app exits 0.
 
@@ -328,7 +330,7 @@ def test_tray_menu_over_dbus(berthd, tmp_path):
                 assert kids[2]["label"] == f"Open http://localhost:{port}" and kids[2]["enabled"]
             else:
                 assert kids[2]["label"].startswith("Open in browser") and not kids[2]["enabled"]
-        for entry in ("Restart engine", "Open dashboard", "Quit Berth"):
+        for entry in ("Restart engine", "Stop engine", "Open dashboard", "Quit Berth"):
             assert entry in labels, f"{entry!r} not in {labels}"
         # containers before the engine actions, quit last
         assert labels.index("Restart engine") > max(labels.index(c["label"]) for c in cs.values())
@@ -350,6 +352,23 @@ def test_tray_menu_over_dbus(berthd, tmp_path):
             time.sleep(0.2)
         assert not _running(berthd, "tray-a"), f"tray-a still running after Stop in the tray; {app_log()}"
         tray.wait_for(lambda it: set(containers(it)) == {"tray-web"}, "tray-a gone after the click")
+
+        # --- Stop engine in the tray stops berthd (SIGTERM through its pidfile) ------------
+        assert "Stop engine" in _labels(tray.visible())
+        engine_proc = berthd.proc
+        tray.click(_find(tray.visible(), "Stop engine")["id"])
+        try:
+            rc = engine_proc.wait(30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"berthd still running 30 s after Stop engine; {app_log()}")
+        assert rc == 0, f"berthd exited {rc} after Stop engine (a clean stop exits 0)"
+        tray.wait_for(lambda it: _labels(it)[:1] == ["Engine stopped"] and "Start engine" in _labels(it),
+                      "Engine stopped after Stop engine")
+        # live restore: the published container outlived the engine's stop
+        berthd.start()
+        tray.wait_for(lambda it: _labels(it)[:1] and _labels(it)[0].startswith("Engine running")
+                      and set(containers(it)) == {"tray-web"} and "Stop engine" in _labels(it),
+                      "the engine running again after Stop engine", timeout=40)
 
         # --- the engine goes away and comes back -----------------------------------------
         berthd.kill(signal.SIGKILL)

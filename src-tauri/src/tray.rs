@@ -138,6 +138,13 @@ fn build_menu(app: &AppHandle, m: &TrayModel) -> tauri::Result<Menu<Wry>> {
             true,
             None::<&str>,
         )?)?;
+        menu.append(&MenuItem::with_id(
+            app,
+            "engine-stop",
+            "Stop engine",
+            true,
+            None::<&str>,
+        )?)?;
     } else {
         menu.append(&MenuItem::with_id(
             app,
@@ -188,6 +195,18 @@ fn on_menu(app: &AppHandle, id: &str, host: Arc<Host>) {
                     let _ = app.emit(
                         "berth://error",
                         json!({"title": "The engine did not start", "error": e}),
+                    );
+                    show_dashboard(&app, None);
+                }
+            });
+        }
+        ["engine-stop"] => {
+            let app = app.clone();
+            tauri::async_runtime::spawn(async move {
+                if let Err(e) = host.stop_engine().await {
+                    let _ = app.emit(
+                        "berth://error",
+                        json!({"title": "The engine did not stop", "error": e}),
                     );
                     show_dashboard(&app, None);
                 }

@@ -22,6 +22,7 @@ pub const COMMANDS: &[&str] = &[
     "engine.status",
     "engine.start",
     "engine.restart",
+    "engine.stop",
     "engine.log",
     "settings.get",
     "settings.set",
@@ -449,6 +450,7 @@ impl Host {
                 Ok(s)
             }
             "engine.start" | "engine.restart" => self.start_engine(cmd == "engine.restart").await,
+            "engine.stop" => self.stop_engine().await,
             "engine.log" => {
                 let path = self.settings().engine_log;
                 let lines = arg_u64(args, "lines", 400) as usize;
@@ -845,6 +847,42 @@ impl Host {
             "vm.status" => crate::vm::status(),
             "vm.settings.set" => crate::vm::set(args),
             other => Err(HostError::invalid(format!("unknown command {other:?}"))),
+        }
+    }
+
+    /// Stops the local engine (its containers keep running under their shims, as with
+    /// dockerd's live restore) and waits until it no longer answers.
+    pub async fn stop_engine(self: &Arc<Self>) -> Result<Value> {
+        let addr = self.docker_host();
+        let Some(sock) = addr.strip_prefix("unix://") else {
+            return Err(HostError::invalid(format!(
+                "{addr} is a remote engine: stop it on its machine"
+            )));
+        };
+        let settings = self.settings();
+        let facts = launcher::gather(sock, &settings.engine_log);
+        let plan = launcher::plan_stop(&facts)?;
+        launcher::run(&plan, &settings.engine_log).await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let up = match self.docker() {
+                Ok(d) => d.ping().await.is_ok(),
+                Err(_) => false,
+            };
+            if !up {
+                self.set_state("stopped", None, None);
+                self.poke();
+                return Ok(
+                    json!({"stopped": true, "message": format!("stopped with {}", plan.description)}),
+                );
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(HostError::io(format!(
+                    "{} ran, but the engine still answers on {sock} after 30 s; see the engine log ({})",
+                    plan.description, settings.engine_log
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 

@@ -18,6 +18,11 @@ pub struct Facts {
     pub berth_cli: Option<PathBuf>,
     pub berthd: Option<PathBuf>,
     pub pkexec: Option<PathBuf>,
+    /// The socket unit installed beside the service (stopped with it, or the next
+    /// connection would start the engine again).
+    pub systemd_socket: Option<String>,
+    /// A live berthd's pid from the pidfile beside the socket (how the app starts it).
+    pub engine_pid: Option<i32>,
     /// The socket the engine should listen on.
     pub socket: String,
     pub log: String,
@@ -97,9 +102,26 @@ pub fn gather(socket: &str, log: &str) -> Facts {
     } else {
         None
     };
+    let systemd_socket = systemd_unit.as_ref().and_then(|u| {
+        let sock = format!(
+            "{}.socket",
+            u.trim_end_matches(".service").trim_end_matches(".socket")
+        );
+        UNIT_DIRS
+            .iter()
+            .any(|d| Path::new(d).join(&sock).exists())
+            .then_some(sock)
+    });
+    let engine_pid = Path::new(socket.trim_start_matches("unix://"))
+        .parent()
+        .and_then(|d| std::fs::read_to_string(d.join("berthd.pid")).ok())
+        .and_then(|t| t.trim().parse::<i32>().ok())
+        .filter(|&pid| pid > 0 && alive(pid));
     Facts {
         is_root: nix_is_root(),
         systemd_unit,
+        systemd_socket,
+        engine_pid,
         berth_cli: which("berth"),
         berthd: find_berthd(),
         pkexec: which("pkexec"),
@@ -108,38 +130,88 @@ pub fn gather(socket: &str, log: &str) -> Facts {
     }
 }
 
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists; no memory is involved.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
 fn nix_is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Runs `program` as is when the app is root, else through pkexec (the desktop's password
+/// prompt).
+fn elevate(
+    f: &Facts,
+    program: PathBuf,
+    args: Vec<String>,
+    what: String,
+    detach: bool,
+) -> Result<Plan> {
+    if f.is_root {
+        Ok(Plan {
+            description: what,
+            program,
+            args,
+            detach,
+        })
+    } else if let Some(pk) = &f.pkexec {
+        let mut a = vec![program.to_string_lossy().into_owned()];
+        a.extend(args);
+        Ok(Plan {
+            description: format!("{what} (asks for your password)"),
+            program: pk.clone(),
+            args: a,
+            detach,
+        })
+    } else {
+        Err(HostError::io(format!(
+            "{what} needs administrator rights and pkexec is not installed: run it as root"
+        )))
+    }
+}
+
+/// How to stop the engine: the systemd units (socket first, so no connection starts it
+/// again), the berthd whose pidfile is beside the socket, or `berth engine stop`.
+pub fn plan_stop(f: &Facts) -> Result<Plan> {
+    if let Some(unit) = &f.systemd_unit {
+        let mut args = vec!["stop".to_string()];
+        args.extend(f.systemd_socket.iter().cloned());
+        args.push(unit.clone());
+        let what = format!("systemctl {}", args.join(" "));
+        return elevate(f, PathBuf::from("systemctl"), args, what, false);
+    }
+    if let Some(pid) = f.engine_pid {
+        return elevate(
+            f,
+            PathBuf::from("kill"),
+            vec!["-TERM".into(), pid.to_string()],
+            format!("kill -TERM {pid} (berthd)"),
+            false,
+        );
+    }
+    if let Some(cli) = &f.berth_cli {
+        return Ok(Plan {
+            description: "berth engine stop".into(),
+            program: cli.clone(),
+            args: vec!["engine".into(), "stop".into()],
+            detach: false,
+        });
+    }
+    Err(HostError::io(format!(
+        "no way to stop the engine on {} was found: no systemd unit, no live pid in berthd.pid \
+         beside the socket, and no berth CLI on PATH",
+        f.socket
+    )))
+}
+
 /// How to start the engine, or why it cannot be started from here.
 pub fn plan(f: &Facts, restart: bool) -> Result<Plan> {
     let verb = if restart { "restart" } else { "start" };
-    let elevate =
-        |program: PathBuf, args: Vec<String>, what: String, detach: bool| -> Result<Plan> {
-            if f.is_root {
-                Ok(Plan {
-                    description: what,
-                    program,
-                    args,
-                    detach,
-                })
-            } else if let Some(pk) = &f.pkexec {
-                let mut a = vec![program.to_string_lossy().into_owned()];
-                a.extend(args);
-                Ok(Plan {
-                    description: format!("{what} (asks for your password)"),
-                    program: pk.clone(),
-                    args: a,
-                    detach,
-                })
-            } else {
-                Err(HostError::io(format!(
-                    "{what} needs administrator rights and pkexec is not installed: run it as root"
-                )))
-            }
-        };
+    let elevate = |program: PathBuf, args: Vec<String>, what: String, detach: bool| {
+        elevate(f, program, args, what, detach)
+    };
     if let Some(unit) = &f.systemd_unit {
         return elevate(
             PathBuf::from("systemctl"),
@@ -203,6 +275,8 @@ pub async fn run(plan: &Plan, log: &str) -> Result<()> {
             }
         }
         // The engine must outlive the app: its own session, not our child's fate.
+        // SAFETY: the closure runs in the forked child before exec and only calls setsid,
+        // which is async-signal-safe.
         unsafe {
             cmd.pre_exec(|| {
                 libc::setsid();
@@ -244,6 +318,8 @@ mod tests {
             berth_cli: None,
             berthd: None,
             pkexec: Some("/usr/bin/pkexec".into()),
+            systemd_socket: None,
+            engine_pid: None,
             socket: "unix:///run/berth/docker.sock".into(),
             log: "/var/log/berth/berthd.log".into(),
         }
@@ -294,5 +370,28 @@ mod tests {
         f.pkexec = None;
         let e = plan(&f, false).unwrap_err();
         assert!(e.message.contains("administrator"), "{}", e.message);
+    }
+
+    #[test]
+    fn stop_plans() {
+        let mut f = facts();
+        f.berth_cli = Some("/usr/bin/berth".into());
+        assert_eq!(plan_stop(&f).unwrap().args, vec!["engine", "stop"]);
+        f.engine_pid = Some(4242);
+        f.is_root = true;
+        let p = plan_stop(&f).unwrap();
+        assert_eq!(p.program, PathBuf::from("kill"));
+        assert_eq!(p.args, vec!["-TERM", "4242"]);
+        f.systemd_unit = Some("berth.service".into());
+        f.systemd_socket = Some("berth.socket".into());
+        f.is_root = false;
+        let p = plan_stop(&f).unwrap();
+        assert_eq!(p.program, PathBuf::from("/usr/bin/pkexec"));
+        assert_eq!(
+            p.args,
+            vec!["systemctl", "stop", "berth.socket", "berth.service"]
+        );
+        let e = plan_stop(&facts()).unwrap_err();
+        assert!(e.message.contains("no way to stop"), "{}", e.message);
     }
 }
