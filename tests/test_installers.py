@@ -71,11 +71,11 @@ def test_units_parse_with_systemd_analyze(tmp_path):
     assert not bad, cp.stderr
 
 
-@pytest.mark.parametrize("script", ["postinst", "prerm", "postrm", "build"])
+@pytest.mark.parametrize("script", ["deb/postinst", "deb/prerm", "deb/postrm", "deb/build", "test/deb-chroot-test"])
 def test_scripts_parse(script):
-    path = os.path.join(INST, "deb", script)
+    path = os.path.join(INST, script)
     assert os.access(path, os.X_OK), f"{path} is not executable"
-    shell = "bash" if script == "build" else "sh"
+    shell = "sh" if os.path.basename(script) in ("postinst", "prerm", "postrm") else "bash"
     subprocess.run([shell, "-n", path], check=True)
     if shutil.which("shellcheck"):
         subprocess.run(["shellcheck", "-S", "warning", path], check=True)
@@ -96,8 +96,43 @@ def test_desktop_entry():
     e = cp["Desktop Entry"]
     assert e["Exec"].split()[0] == "berth-desktop"
     assert e["Icon"] == "berth" and e["Type"] == "Application"
+    # The binary the package installs as /usr/bin/berth-desktop.
+    cargo = open(os.path.join(SRC_TAURI, "Cargo.toml")).read()
+    assert 'name = "berth-desktop"' in cargo
     if shutil.which("desktop-file-validate"):
-        subprocess.run(["desktop-file-validate", os.path.join(INST, "deb", "berth.desktop")], check=True)
+        cp = subprocess.run(["desktop-file-validate", os.path.join(INST, "deb", "berth.desktop")],
+                            capture_output=True, text=True)
+        assert cp.returncode == 0, cp.stdout + cp.stderr
+        # Hints are fine; errors and warnings are not (the chroot test is as strict).
+        assert "error:" not in cp.stdout and "warning:" not in cp.stdout, cp.stdout
+
+
+def png_size(path):
+    with open(path, "rb") as fh:
+        head = fh.read(24)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def test_app_icons_fit_the_hicolor_theme():
+    # installers/deb/build installs these as /usr/share/icons/hicolor/WxH/apps/berth.png.
+    icons = os.path.join(REPO, "assets", "icons")
+    sizes = {png_size(os.path.join(icons, f)) for f in ("32x32.png", "128x128.png", "icon.png")}
+    assert sizes == {(32, 32), (128, 128), (512, 512)}, sizes
+    assert os.path.isfile(os.path.join(icons, "berth.svg"))
+
+
+@pytest.mark.parametrize("args", [["--compress", "bzip2"], ["--compress", "xz:x"], ["--app", "maybe"], ["--frobnicate"]])
+def test_build_rejects_bad_arguments(args):
+    cp = subprocess.run([os.path.join(INST, "deb", "build"), *args], capture_output=True, text=True)
+    assert cp.returncode == 2, cp.stderr
+
+
+def test_build_help_documents_the_options():
+    out = subprocess.run([os.path.join(INST, "deb", "build"), "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    for opt in ("--bin-dir", "--no-cargo", "--app", "--compress", "--no-lintian", "--version", "--out"):
+        assert opt in out, opt
 
 
 @pytest.mark.skipif(not os.path.exists(os.path.join(SRC_TAURI, "tauri.conf.json")),
