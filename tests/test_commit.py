@@ -86,3 +86,23 @@ def test_cp_and_export(berthd, tmp_path):
     names = tarfile.open(exp).getnames()
     assert "bin/busybox" in names and "tmp/in.txt" in names
     berthd.docker("rm", "-f", "cpc")
+
+
+def test_commit_records_container_config(berthd):
+    # docker-py's CommitTest: the image names its container and parent, and `ContainerConfig`
+    # (API < 1.45) is the container's config with every key dockerd writes.
+    client = berthd.client()
+    api = client.api
+    client.images.pull("busybox", tag="latest")
+    ctr = api.create_container("busybox", ["touch", "/test"])
+    api.start(ctr)
+    api.wait(ctr)
+    img = api.inspect_image(api.commit(ctr)["Id"])
+    assert img["Container"].startswith(ctr["Id"])
+    assert img["Parent"] == api.inspect_image("busybox")["Id"]
+    cc = img["ContainerConfig"]
+    for k in ["Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr",
+              "Tty", "OpenStdin", "StdinOnce", "Env", "Cmd", "Image", "Volumes", "WorkingDir",
+              "Entrypoint", "OnBuild", "Labels"]:
+        assert k in cc, k
+    assert cc["Image"] == "busybox" and cc["Cmd"] == ["touch", "/test"]

@@ -807,3 +807,116 @@ def test_no_leaks_after_every_kind_of_end(berthd):
         assert leaks_of(berthd, cid) == [], cid
     # The engine's own directories are empty again.
     assert os.listdir(os.path.join(berthd.data_root, "containers")) == []
+
+
+def test_group_add_numeric_and_by_name(berthd):
+    # Numbers are used as they are; names come from the container's /etc/group (busybox's
+    # has daemon:x:1); a name it does not have is refused with libcontainer's wording.
+    out = run(berthd, "--rm", "--group-add", "1000", "--group-add", "daemon", "--group-add", "1000",
+              "busybox", "id", "-G").stdout.split()
+    assert out[0] == "0" and "1000" in out and "1" in out and out.count("1000") == 1
+    # Also for another user, and for an exec as that user.
+    out = run(berthd, "--rm", "-u", "65534", "--group-add", "4242", "busybox", "id", "-G").stdout.split()
+    assert out == ["65534", "4242"]
+    run(berthd, "-d", "--name", "ga", "--group-add", "777", "busybox", "sleep", "300")
+    assert "777" in berthd.docker("exec", "-u", "nobody", "ga", "id", "-G").stdout.split()
+    cp = run(berthd, "--rm", "--group-add", "nosuchgroup", "busybox", "true", check=False)
+    assert cp.returncode != 0
+    assert "Unable to find group nosuchgroup: no matching entries in group file" in cp.stderr
+    # docker-py sends ints and strings alike.
+    c = berthd.client()
+    out = c.containers.run("busybox", ["id", "-G"], group_add=[1001, "1002"], remove=True)
+    assert {"1001", "1002"} <= set(out.decode().split())
+
+
+def test_log_drivers(berthd):
+    cp = run(berthd, "--log-driver", "asdf", "busybox", "true", check=False)
+    assert cp.returncode != 0 and "logger: no log driver named 'asdf' is registered" in cp.stderr
+    cp = run(berthd, "--log-opt", "bogus=1", "busybox", "true", check=False)
+    assert cp.returncode != 0 and "unknown log opt 'bogus' for json-file log driver" in cp.stderr
+    # An empty type is the default driver, with the options as given.
+    c = berthd.client()
+    import docker
+    lc = docker.types.LogConfig(type="", config={"max-file": "100"})
+    ctr = c.containers.create("busybox", ["echo", "kept"], log_config=lc)
+    assert c.api.inspect_container(ctr.id)["HostConfig"]["LogConfig"] == {
+        "Type": "json-file", "Config": {"max-file": "100"}}
+    ctr.start()
+    ctr.wait()
+    assert ctr.logs() == b"kept\n"
+    # `local` keeps logs too; `none` keeps nothing and `docker logs` says so (501).
+    run(berthd, "--name", "lloc", "--log-driver", "local", "busybox", "echo", "local log")
+    assert berthd.docker("logs", "lloc").stdout == "local log\n"
+    run(berthd, "--name", "lnone", "--log-driver", "none", "busybox", "echo", "dropped")
+    assert inspect(berthd, "lnone")["HostConfig"]["LogConfig"]["Type"] == "none"
+    cp = berthd.docker("logs", "lnone", check=False)
+    assert cp.returncode != 0 and "configured logging driver does not support reading" in cp.stderr
+    assert berthd.api("GET", "/containers/lnone/logs?stdout=1").status == 501
+    # `docker run` without -d attaches: the output still reaches the client.
+    assert run(berthd, "--rm", "--log-driver", "none", "busybox", "echo", "live").stdout == "live\n"
+
+
+def test_restarting_state_and_rm(berthd):
+    # A container that keeps failing is `restarting` during each back-off (100 ms doubling),
+    # and only `rm -f` removes it then, which ends the loop.
+    run(berthd, "-d", "--name", "rs", "--restart", "always", "busybox", "sh", "-c", "exit 3")
+    assert wait_for(lambda: inspect(berthd, "rs")["RestartCount"] >= 4, timeout=30)
+    assert wait_for(lambda: inspect(berthd, "rs")["State"]["Restarting"], timeout=30)
+    st = inspect(berthd, "rs")["State"]
+    assert st["Status"] == "restarting" and st["ExitCode"] == 3
+    # Held in the back-off: `rm` without force is refused, whatever the timing.
+    cid = inspect(berthd, "rs")["Id"]
+    cp = berthd.docker("rm", "rs", check=False)
+    assert cp.returncode != 0 and "You cannot remove a" in cp.stderr
+    if inspect(berthd, "rs")["State"]["Status"] == "restarting":
+        assert f"You cannot remove a restarting container {cid}. Stop the container before attempting removal or force remove" in cp.stderr
+    berthd.docker("rm", "-f", "rs")
+    time.sleep(2)
+    assert berthd.docker("ps", "-aq", "--filter", "name=rs").stdout.strip() == ""
+    assert not shim_pids(cid)
+    # docker-py's order: wait for the exit, then remove at once: the container is already
+    # restarting (or running again), never `exited`.
+    c = berthd.client()
+    ctr = c.api.create_container("busybox", ["sleep", "1"], host_config=c.api.create_host_config(
+        restart_policy={"Name": "always", "MaximumRetryCount": 0}, network_mode="none"))
+    c.api.start(ctr)
+    c.api.wait(ctr)
+    import docker
+    with pytest.raises(docker.errors.APIError) as e:
+        c.api.remove_container(ctr)
+    assert e.value.status_code == 409 and "You cannot remove a" in e.value.explanation
+    c.api.remove_container(ctr, force=True)
+
+
+def test_legacy_links(berthd):
+    run(berthd, "-d", "--name", "db", "-e", "FOO=bar", "--expose", "5432", "busybox", "sleep", "300")
+    db = inspect(berthd, "db")
+    ip = db["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+    out = run(berthd, "--name", "web", "--link", "db:my-db", "busybox", "sh", "-c",
+              "env; echo ===; cat /etc/hosts").stdout
+    env, hosts = out.split("===\n")
+    env = env.splitlines()
+    for want in ["MY_DB_NAME=/web/my-db", "MY_DB_ENV_FOO=bar", f"MY_DB_PORT=tcp://{ip}:5432",
+                 f"MY_DB_PORT_5432_TCP=tcp://{ip}:5432", f"MY_DB_PORT_5432_TCP_ADDR={ip}",
+                 "MY_DB_PORT_5432_TCP_PORT=5432", "MY_DB_PORT_5432_TCP_PROTO=tcp"]:
+        assert want in env, (want, env)
+    assert not any(e.startswith("MY_DB_ENV_PATH=") for e in env)
+    assert f"{ip}\tmy-db {db['Config']['Hostname']} db" in hosts.splitlines()
+    assert inspect(berthd, "web")["HostConfig"]["Links"] == ["/db:/web/my-db"]
+    # `docker ps` lists the link name as one of the linked container's names.
+    names = {tuple(c["Names"]) for c in json.loads(berthd.api("GET", "/containers/json?all=1").body)}
+    assert ("/db", "/web/my-db") in names
+    # `docker rm --link` removes the link, not a container.
+    berthd.docker("rm", "--link", "web/my-db")
+    assert inspect(berthd, "web")["HostConfig"]["Links"] is None
+    assert len(berthd.docker("ps", "-aq").stdout.split()) == 2
+    cp = berthd.docker("rm", "--link", "web/my-db", check=False)
+    assert cp.returncode != 0 and "No such container: web/my-db" in cp.stderr
+    # Errors as dockerd words them.
+    cp = run(berthd, "--link", "nosuch:x", "busybox", "true", check=False)
+    assert cp.returncode != 0 and "could not get container for nosuch" in cp.stderr
+    berthd.docker("create", "--name", "down", "busybox", "true")
+    cp = run(berthd, "--name", "l2", "--link", "down", "busybox", "true", check=False)
+    assert cp.returncode != 0 and "Cannot link to a non running container: /down AS /l2/down" in cp.stderr
+    cp = run(berthd, "--network", "host", "--link", "db", "busybox", "true", check=False)
+    assert cp.returncode != 0 and "host type networking can't be used with links" in cp.stderr

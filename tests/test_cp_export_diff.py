@@ -191,3 +191,89 @@ def test_diff(berthd, registry):
     r = berthd.api("GET", "/containers/nosuch/changes")
     assert r.status == 404
     time.sleep(0)
+
+
+def _copy_views_mounted(cid):
+    with open("/proc/self/mountinfo") as fh:
+        return [ln.split()[4] for ln in fh if f"/cp/{cid[:12]}-" in ln.split()[4]]
+
+
+def test_cp_through_volumes_and_binds(berthd, tmp_path):
+    """`docker cp` sees the container's mounts, as dockerd's does: named and anonymous
+    volumes and binds, in a created, a running and a stopped container."""
+    bind = tmp_path / "bind"
+    bind.mkdir()
+    (bind / "on-host").write_text("host file\n")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    src = tmp_path / "f.txt"
+    src.write_text("copied\n")
+    berthd.docker("volume", "create", "named")
+    cid = berthd.docker("create", "--name", "cv", "-v", "named:/data", "-v", "/anon",
+                        "-v", f"{bind}:/bind", "-v", f"{ro}:/ro:ro", "busybox",
+                        "sh", "-c", "cat /data/f.txt /anon/f.txt; ls /bind; sleep 300").stdout.strip()
+    # Created: into the named and the anonymous volume, out of the bind.
+    berthd.docker("cp", str(src), "cv:/data/")
+    berthd.docker("cp", str(src), "cv:/anon/f.txt")
+    berthd.docker("cp", "cv:/bind/on-host", str(tmp_path / "back"))
+    assert (tmp_path / "back").read_text() == "host file\n"
+    vol = json.loads(berthd.docker("volume", "inspect", "named").stdout)[0]["Mountpoint"]
+    assert open(os.path.join(vol, "f.txt")).read() == "copied\n"
+    # The stat header of a volume's mount point is the volume's root.
+    r = berthd.api("HEAD", f"/containers/{cid}/archive?path=/data")
+    st = json.loads(base64.b64decode(r.headers["x-docker-container-path-stat"]))
+    assert r.status == 200 and st["name"] == "data" and st["mode"] & (1 << 31)
+    # A read-only mount stays read-only.
+    cp = berthd.docker("cp", str(src), "cv:/ro/", check=False)
+    assert cp.returncode != 0 and not (ro / "f.txt").exists()
+    berthd.docker("start", "cv")
+    assert berthd.docker("logs", "cv").stdout.startswith("copied\ncopied\non-host\n") or \
+        wait_for_logs(berthd, "cv", "copied\ncopied\non-host\n")
+    # Running: what the container wrote to a volume comes out; a copy in reaches it at once.
+    berthd.docker("exec", "cv", "sh", "-c", "echo from-ctr > /anon/made")
+    berthd.docker("cp", "cv:/anon/made", str(tmp_path / "made"))
+    assert (tmp_path / "made").read_text() == "from-ctr\n"
+    berthd.docker("cp", str(src), "cv:/bind/in.txt")
+    assert (bind / "in.txt").read_text() == "copied\n"
+    assert berthd.docker("exec", "cv", "cat", "/bind/in.txt").stdout == "copied\n"
+    # A directory holding a mount point comes with the mount's content (docker cp c:/ -).
+    cp = berthd.docker("cp", "cv:/bind", "-", binary_input=True)
+    with tarfile.open(fileobj=io.BytesIO(cp.stdout)) as t:
+        assert "bind/on-host" in t.getnames()
+    # Nothing leaks into the container's own mounts: it still sees one mount at /bind.
+    assert berthd.docker("exec", "cv", "sh", "-c", "grep -c ' /bind ' /proc/self/mountinfo").stdout == "1\n"
+    # Stopped.
+    berthd.docker("stop", "-t", "0", "cv")
+    berthd.docker("cp", "cv:/data/f.txt", str(tmp_path / "stopped"))
+    assert (tmp_path / "stopped").read_text() == "copied\n"
+    assert not mounted(berthd, cid) and not _copy_views_mounted(cid)
+    # docker-py's way (put_archive / get_archive) on a VOLUME of the request.
+    c = berthd.client()
+    ctr = c.containers.create("busybox", "ls /vol1", volumes=["/vol1"])
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        ti = tarfile.TarInfo("a.py")
+        ti.size = 3
+        t.addfile(ti, io.BytesIO(b"a=1"))
+    assert ctr.put_archive("/vol1", buf.getvalue())
+    bits, stat = ctr.get_archive("/vol1/a.py")
+    assert stat["name"] == "a.py" and stat["size"] == 3
+    # Started while that archive is still unread: the copy does not take the rootfs away.
+    ctr.start()
+    with tarfile.open(fileobj=io.BytesIO(b"".join(bits))) as t:
+        assert t.extractfile("a.py").read() == b"a=1"
+    ctr.wait()
+    assert ctr.logs() == b"a.py\n"
+    assert not _copy_views_mounted(ctr.id)
+    berthd.docker("rm", "-f", "cv")
+    assert leaks_of(berthd, cid) == []
+
+
+def wait_for_logs(b, name, want, timeout=10):
+    import time
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if b.docker("logs", name).stdout.startswith(want):
+            return True
+        time.sleep(0.2)
+    return False

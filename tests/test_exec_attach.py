@@ -223,3 +223,102 @@ def test_attach_to_stopped_container_refused(berthd):
     run(berthd, "--name", "st", "busybox", "true")
     cp = berthd.docker("attach", "st", check=False, timeout=20)
     assert cp.returncode != 0 and "You cannot attach to a stopped container, start it first" in cp.stderr
+
+
+def test_exec_user_workdir_and_errors_as_dockerd(berthd):
+    # The alpine stand-in carries alpine-baselayout's users and directories.
+    run(berthd, "-d", "--name", "al", "alpine:3.10", "sleep", "300")
+    assert berthd.docker("exec", "-u", "postgres", "al", "whoami").stdout == "postgres\n"
+    assert berthd.docker("exec", "-u", "postgres", "al", "id", "-G").stdout == "70\n"
+    assert berthd.docker("exec", "-w", "/var/opt", "al", "pwd").stdout == "/var/opt\n"
+    # A missing user: dockerd's own wording, no runtime prefix, 126 (dockerd's default for an
+    # exec that did not start); a missing workdir: the runtime's wording, once, and 127 as
+    # dockerd's translateContainerdStartErr gives "no such file or directory".
+    cp = berthd.docker("exec", "-u", "nosuch", "al", "true", check=False)
+    assert cp.returncode == 126
+    assert cp.stdout + cp.stderr == "unable to find user nosuch: no matching entries in passwd file\n"
+    cp = berthd.docker("exec", "-w", "/nope", "al", "pwd", check=False)
+    assert cp.returncode == 127
+    assert ('OCI runtime exec failed: exec failed: unable to start container process: chdir to cwd '
+            '("/nope") set in config.json failed: no such file or directory: unknown\n') == cp.stdout + cp.stderr
+
+
+def test_exec_detach_keys_any_key_case(berthd):
+    # Go's JSON decoding ignores case: docker-py sends `detachKeys` from ~/.docker/config.json.
+    import socket
+    run(berthd, "-d", "-i", "--name", "dk", "busybox", "cat")
+    r = berthd.api("POST", "/containers/dk/exec", json={
+        "AttachStdin": True, "AttachStdout": True, "Tty": True, "Cmd": ["cat"], "detachKeys": "ctrl-x"})
+    eid = json.loads(r.body)["Id"]
+    assert berthd.client().api.exec_inspect(eid)["DetachKeys"] == "ctrl-x"
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(berthd.sock)
+    body = b'{"Detach": false, "Tty": true}'
+    s.sendall(b"POST /exec/" + eid.encode() + b"/start HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+              b"Upgrade: tcp\r\nContent-Type: application/json\r\nContent-Length: "
+              + str(len(body)).encode() + b"\r\n\r\n" + body)
+    s.settimeout(10)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    assert head.startswith(b"HTTP/1.1 101")
+    s.sendall(b"\x18")
+    # Detached: the connection ends; the process lives on.
+    data = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    assert wait_for(lambda: berthd.client().api.exec_inspect(eid)["Running"] is True, timeout=5)
+
+
+def _ws(berthd, path):
+    """A websocket-client connection to berthd's Unix socket (the library takes a connected
+    socket as is)."""
+    import socket
+    import websocket
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(berthd.sock)
+    return websocket.create_connection("ws://localhost" + path, socket=s, timeout=15)
+
+
+def test_attach_websocket(berthd):
+    import websocket
+    # Before start, with logs and stream: output raw (never multiplexed) in binary messages.
+    cid = berthd.docker("create", "busybox", "sh", "-c", "printf 'out line'; printf 'err line' >&2").stdout.strip()
+    ws = _ws(berthd, f"/v1.41/containers/{cid}/attach/ws?stdout=1&stderr=1&stream=1&logs=1")
+    berthd.docker("start", cid)
+    got = b""
+    while True:
+        try:
+            op, data = ws.recv_data()
+        except websocket.WebSocketConnectionClosedException:
+            break
+        if op == websocket.ABNF.OPCODE_CLOSE:
+            break
+        assert op == websocket.ABNF.OPCODE_BINARY
+        got += data
+    assert sorted([b"out line", b"err line"]) == sorted([got[:8], got[8:]]) or got in (
+        b"out lineerr line", b"err lineout line")
+    ws.close()
+    # stdin from the client's messages (text or binary); before API 1.28 output is text.
+    berthd.docker("create", "-i", "--name", "wsin", "busybox", "sh", "-c", "read a; read b; echo got:$a:$b")
+    ws = _ws(berthd, "/v1.27/containers/wsin/attach/ws?stream=1")
+    berthd.docker("start", "wsin")
+    ws.send("one\n")
+    ws.send_binary(b"two\n")
+    op, data = ws.recv_data()
+    assert (op, data) == (websocket.ABNF.OPCODE_TEXT, b"got:one:two\n")
+    ws.close()
+    # API >= 1.42 honours stdout/stderr: only stderr here; logs of a stopped container.
+    berthd.docker("run", "--name", "wslog", "busybox", "sh", "-c", "echo o; echo e >&2")
+    ws = _ws(berthd, "/v1.44/containers/wslog/attach/ws?stderr=1&logs=1")
+    assert ws.recv() == b"e\n"
+    ws.close()
+    # Not a websocket handshake, and an unknown container.
+    r = berthd.api("GET", "/containers/wslog/attach/ws")
+    assert r.status == 400
+    r = berthd.api("GET", "/containers/nosuch/attach/ws")
+    assert r.status == 404

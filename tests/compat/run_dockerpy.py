@@ -12,7 +12,9 @@ What it does, in order:
    busybox:latest, hello-world:latest), then starts berthd with
    ``--registry-mirror`` pointing at that registry (tests/lib).
 3. Runs ``pytest tests/integration`` from the unpacked sdist with
-   DOCKER_HOST=unix://<berthd socket> and DOCKER_TEST_API_VERSION=1.41 (the
+   DOCKER_HOST=tcp://127.0.0.1:<free port> (a loopback forwarder to berthd's
+   socket: docker-py's websocket attach cannot use a Unix socket; ``--transport
+   unix`` uses the socket directly) and DOCKER_TEST_API_VERSION=1.41 (the
    value docker-py's own Makefile uses), writing junit xml; swarm, services,
    secrets, configs, nodes and plugins are deselected (see DESELECT below).
 4. Reads the junit xml: results per test file, the list of passing node ids.
@@ -259,6 +261,112 @@ def write_expected(ids):
 
 
 # --------------------------------------------------------------------------
+# loopback TCP in front of berthd's socket
+# --------------------------------------------------------------------------
+
+class LoopbackForwarder:
+    """tcp://127.0.0.1:<free port> -> berthd's Unix socket, byte for byte (threads, one
+    pair per connection).  docker-py's websocket attach (``attach_socket(ws=True)``)
+    cannot use a Unix socket ("scheme http+docker is invalid"), so the suite talks to
+    berthd over loopback TCP, as it would to a dockerd with ``-H tcp://127.0.0.1:...``.
+    Listens on 127.0.0.1 only."""
+
+    def __init__(self, unix_path: str):
+        import socket
+        import threading
+        self._socket, self._threading = socket, threading
+        self.unix_path = unix_path
+        self.srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(128)
+        self.port = self.srv.getsockname()[1]
+        self.host = f"tcp://127.0.0.1:{self.port}"
+        self._stop = threading.Event()
+        self._conns = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self._stop.is_set():
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            u = self._socket.socket(self._socket.AF_UNIX, self._socket.SOCK_STREAM)
+            try:
+                u.connect(self.unix_path)
+            except OSError:
+                c.close()
+                u.close()
+                continue
+            c.setsockopt(self._socket.IPPROTO_TCP, self._socket.TCP_NODELAY, 1)
+            with self._lock:
+                self._conns += [c, u]
+            for a, b in ((c, u), (u, c)):
+                self._threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        # Pass the half-close on (an attach's stdin EOF), then let the other pump finish.
+        try:
+            dst.shutdown(self._socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def close(self):
+        self._stop.set()
+        try:
+            self.srv.close()
+        except OSError:
+            pass
+        with self._lock:
+            for c in self._conns:
+                try:
+                    c.close()
+                except OSError:
+                    pass
+
+
+# --------------------------------------------------------------------------
+# a credential store for credentials/store_test.py
+# --------------------------------------------------------------------------
+
+def with_credential_store(cmd: list[str], env: dict, work: str) -> list[str]:
+    """docker-py's credentials/store_test.py drives a real docker-credential helper:
+    ``secretservice`` when it is on PATH (Debian's golang-docker-credential-helpers ships
+    it beside ``pass``, so that is the one picked).  It needs a Secret Service on a D-Bus
+    session bus: run the suite in a private session (dbus-run-session) with a
+    gnome-keyring-daemon unlocked by a throwaway password, its keyrings under the run's
+    private HOME.  Both go away with the session.  Without the tools, the suite runs as
+    is (and those tests fail with "No supported docker-credential store in PATH")."""
+    need = ["dbus-run-session", "gnome-keyring-daemon", "docker-credential-secretservice"]
+    missing = [t for t in need if not shutil.which(t)]
+    if missing:
+        log(f"no credential store for credentials/store_test.py (missing {', '.join(missing)}; "
+            "scripts/setup installs them)")
+        return cmd
+    import secrets
+    runtime = os.path.join(work, "xdg-runtime")
+    os.makedirs(runtime, mode=0o700)
+    env.update({"XDG_RUNTIME_DIR": runtime,
+                "XDG_DATA_HOME": os.path.join(env["HOME"], ".local", "share"),
+                "BERTH_KEYRING_PASSWORD": secrets.token_hex(16)})
+    log("credential store: docker-credential-secretservice on a private D-Bus session "
+        "(gnome-keyring, throwaway keyring)")
+    unlock = ('printf %s "$BERTH_KEYRING_PASSWORD" | gnome-keyring-daemon --unlock '
+              '--components=secrets >/dev/null && unset BERTH_KEYRING_PASSWORD && exec "$@"')
+    return ["dbus-run-session", "--", "sh", "-c", unlock, "sh", *cmd]
+
+
+# --------------------------------------------------------------------------
 # main
 # --------------------------------------------------------------------------
 
@@ -275,6 +383,7 @@ def run_suite(src: str, args) -> tuple[str, float, int]:
     reg = Registry().start()
     engine = None
     work = None
+    fwd = None
     try:
         image_build.push_all(store, reg.host)
         log(f"registry on {reg.host} with {', '.join(reg.catalog())}")
@@ -296,7 +405,12 @@ def run_suite(src: str, args) -> tuple[str, float, int]:
         for k in list(env):
             if k.startswith("DOCKER_"):
                 del env[k]
-        env.update({"DOCKER_HOST": engine.host, "DOCKER_TEST_API_VERSION": API_VERSION,
+        docker_host = engine.host
+        if args.transport == "tcp":
+            fwd = LoopbackForwarder(engine.sock)
+            docker_host = fwd.host
+            log(f"suite talks to berthd over {docker_host} (forwarded to {engine.sock})")
+        env.update({"DOCKER_HOST": docker_host, "DOCKER_TEST_API_VERSION": API_VERSION,
                     "DOCKER_CONFIG": engine.docker_config, "PYTHONDONTWRITEBYTECODE": "1",
                     "HOME": home})
         cmd = [sys.executable, "-m", "pytest", "tests/integration", "-p", "no:cacheprovider",
@@ -307,6 +421,7 @@ def run_suite(src: str, args) -> tuple[str, float, int]:
         for nid in DESELECT:
             cmd.append(f"--deselect=tests/integration/{nid}")
         cmd += args.pytest_args
+        cmd = with_credential_store(cmd, env, work)
         log("+ " + " ".join(cmd))
         t0 = time.monotonic()
         rc = subprocess.run(cmd, cwd=work, env=env).returncode
@@ -314,6 +429,8 @@ def run_suite(src: str, args) -> tuple[str, float, int]:
         if args.keep_log:
             shutil.copy(engine.log_path, os.path.join(out_dir, "berthd.log"))
     finally:
+        if fwd is not None:
+            fwd.close()
         if work:
             shutil.rmtree(work, ignore_errors=True)
         if engine is not None:
@@ -336,6 +453,9 @@ def main(argv=None) -> int:
     ap.add_argument("--junit", help="skip running: read this junit xml instead")
     ap.add_argument("--timeout", type=int, default=90, help="per-test timeout (s)")
     ap.add_argument("--keep-log", action="store_true", help="copy berthd's log into --out")
+    ap.add_argument("--transport", choices=["tcp", "unix"], default="tcp",
+                    help="how the suite reaches berthd: tcp (default; loopback TCP forwarded "
+                         "to the socket, which docker-py's websocket attach needs) or unix")
     ap.add_argument("--fetch-only", action="store_true", help="fetch and unpack the sdist, then exit")
     ap.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     args = ap.parse_args(argv)

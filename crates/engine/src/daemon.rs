@@ -187,18 +187,15 @@ fn uuid_like() -> String {
     )
 }
 
-pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    let cfg = Arc::new(cfg);
-    if !nix::unistd::Uid::effective().is_root() {
-        bail!("berthd must run as root");
-    }
-    std::fs::create_dir_all(&cfg.data_root)
-        .with_context(|| format!("creating {}", cfg.data_root.display()))?;
-    std::fs::set_permissions(&cfg.data_root, std::fs::Permissions::from_mode(0o710))?;
-    write_pidfile(&cfg.pidfile)?;
-    let store = Store::open(&cfg.data_root.join("berth.db"))
-        .await
-        .context("opening the store")?;
+/// Everything behind the API once the store is open: images (checked), volumes and networks
+/// (in parallel; the networks' iptables rules are finished in the background, container
+/// starts wait for them), then containers.
+async fn open_engine(
+    cfg: &Arc<Config>,
+    store: Store,
+    t0: std::time::Instant,
+    t_store: u64,
+) -> anyhow::Result<Arc<Engine>> {
     let content = Content::open(&cfg.data_root).context("opening content")?;
     let events = Arc::new(Events::new());
     let images = Arc::new(ImageService::new(
@@ -207,20 +204,32 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         content,
         events.clone(),
     ));
-    images.repair().await.context("repairing the image store")?;
     let volumes = Arc::new(VolumeService::new(
         store.clone(),
         &cfg.data_root,
         events.clone(),
     )?);
-    let networks = crate::networks::NetworkService::open(
-        store.clone(),
-        events.clone(),
-        &cfg.data_root,
-        cfg.port_announce.clone(),
-    )
-    .await
-    .context("opening the network service")?;
+    let images_phase = async {
+        let t = std::time::Instant::now();
+        images.repair().await.context("repairing the image store")?;
+        Ok::<u64, anyhow::Error>(ms(t))
+    };
+    let networks_phase = async {
+        let t = std::time::Instant::now();
+        crate::networks::link::defer_rules(true);
+        let n = crate::networks::NetworkService::open(
+            store.clone(),
+            events.clone(),
+            &cfg.data_root,
+            cfg.port_announce.clone(),
+        )
+        .await
+        .context("opening the network service");
+        crate::networks::link::defer_rules(false);
+        Ok::<_, anyhow::Error>((n?, ms(t)))
+    };
+    let (t_images, (networks, t_networks)) = tokio::try_join!(images_phase, networks_phase)?;
+    let t = std::time::Instant::now();
     let containers = ContainerService::open(
         cfg.clone(),
         store.clone(),
@@ -231,31 +240,215 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     )
     .await
     .context("opening the container service")?;
-    let engine = Arc::new(Engine {
+    let t_containers = ms(t);
+    tracing::info!(
+        store_ms = t_store,
+        images_ms = t_images,
+        networks_ms = t_networks,
+        containers_ms = t_containers,
+        total_ms = ms(t0),
+        "start-up phases"
+    );
+    Ok(Arc::new(Engine {
         engine_id: engine_id(&cfg.data_root)?,
         cfg: cfg.clone(),
         events,
         images,
-        containers: containers.clone(),
+        containers,
         volumes,
         networks,
-    });
+    }))
+}
 
-    let listener = bind_socket(&cfg)?;
-    // Containers that ran while berthd was down: reattach, record exits, apply restart policies.
-    let restoring = containers.clone();
-    tokio::spawn(async move { restoring.restore().await });
-    let app = crate::api::router(engine.clone());
+/// The engine once it is up, for the requests that arrived before (see [`early_service`]).
+type Ready = tokio::sync::watch::Receiver<Option<axum::Router>>;
+
+/// The API while the engine starts: with `early`, `_ping` and `version` answer at once (they
+/// need nothing but the binary); every other request waits until the engine is up, then goes
+/// to its router. Once up, everything goes to the engine's router. Under the version middleware, so
+/// `/vX.Y` prefixes and dockerd's headers are handled as always.
+fn early_service(ready: Ready, early: bool) -> axum::Router {
+    axum::Router::new().fallback(move |req: Request| {
+        let mut ready = ready.clone();
+        async move {
+            use axum::response::IntoResponse;
+            let up = ready.borrow().clone();
+            let router = match up {
+                Some(r) => r,
+                None => {
+                    let path = req.uri().path();
+                    let get = req.method() == axum::http::Method::GET;
+                    let head = req.method() == axum::http::Method::HEAD;
+                    if early && path == "/_ping" && (get || head) {
+                        return early_ping();
+                    }
+                    if early && path == "/version" && get {
+                        return axum::Json(early_version()).into_response();
+                    }
+                    match ready.wait_for(|r| r.is_some()).await {
+                        Ok(r) => r.clone().unwrap_or_default(),
+                        Err(_) => {
+                            return crate::error::EngineError::Internal(
+                                "the engine is shutting down".into(),
+                            )
+                            .into_response()
+                        }
+                    }
+                }
+            };
+            match router.oneshot(req).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            }
+        }
+    })
+}
+
+/// `GET /_ping` as `api::system` answers it.
+fn early_ping() -> axum::response::Response {
+    use axum::http::{HeaderMap, HeaderValue, StatusCode};
+    use axum::response::IntoResponse;
+    let mut h = HeaderMap::new();
+    h.insert("Builder-Version", HeaderValue::from_static("1"));
+    h.insert("Swarm", HeaderValue::from_static("inactive"));
+    h.insert(
+        "Cache-Control",
+        HeaderValue::from_static("no-cache, no-store, must-revalidate"),
+    );
+    h.insert("Pragma", HeaderValue::from_static("no-cache"));
+    h.insert(
+        "Content-Type",
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    (StatusCode::OK, h, "OK").into_response()
+}
+
+/// `GET /version` as `api::system` answers it (the same fields from the same constants; that
+/// handler takes over once the engine is up).
+fn early_version() -> bollard_stubs::models::SystemVersion {
+    use bollard_stubs::models::{SystemVersion, SystemVersionComponents, SystemVersionPlatform};
+    let (os, arch) = crate::images::pull::host_platform();
+    let kernel = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let compat = crate::api::system::DOCKER_COMPAT_VERSION;
+    SystemVersion {
+        platform: Some(SystemVersionPlatform {
+            name: format!("Berth {}", env!("CARGO_PKG_VERSION")),
+        }),
+        components: Some(vec![
+            SystemVersionComponents {
+                name: "Engine".into(),
+                version: compat.into(),
+                details: Some(
+                    [
+                        (
+                            "ApiVersion".to_string(),
+                            crate::api::API_VERSION.to_string(),
+                        ),
+                        (
+                            "MinAPIVersion".to_string(),
+                            crate::api::MIN_API_VERSION.to_string(),
+                        ),
+                        ("Os".to_string(), os.to_string()),
+                        ("Arch".to_string(), arch.to_string()),
+                        ("KernelVersion".to_string(), kernel.clone()),
+                    ]
+                    .into(),
+                ),
+            },
+            SystemVersionComponents {
+                name: "berthd".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                details: None,
+            },
+        ]),
+        version: Some(compat.into()),
+        api_version: Some(crate::api::API_VERSION.into()),
+        min_api_version: Some(crate::api::MIN_API_VERSION.into()),
+        git_commit: Some(option_env!("BERTH_GIT_COMMIT").unwrap_or("unknown").into()),
+        go_version: Some(format!("rust (berthd {})", env!("CARGO_PKG_VERSION"))),
+        os: Some(os.into()),
+        arch: Some(arch.into()),
+        kernel_version: Some(kernel),
+        experimental: Some(false),
+        build_time: None,
+    }
+}
+
+/// Milliseconds since `t`, for the start-up phases log line.
+fn ms(t: std::time::Instant) -> u64 {
+    t.elapsed().as_millis() as u64
+}
+
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let t0 = std::time::Instant::now();
+    let cfg = Arc::new(cfg);
+    if !nix::unistd::Uid::effective().is_root() {
+        bail!("berthd must run as root");
+    }
+    std::fs::create_dir_all(&cfg.data_root)
+        .with_context(|| format!("creating {}", cfg.data_root.display()))?;
+    std::fs::set_permissions(&cfg.data_root, std::fs::Permissions::from_mode(0o710))?;
+    write_pidfile(&cfg.pidfile)?;
+    // With BERTHD_EARLY_API=1 (berth-guest sets it) the API answers from here on, before the
+    // store is even open (under emulation that alone takes a second): `_ping` and `version` at
+    // once, the rest once the engine is up. Without it the socket is bound here
+    // too but `_ping` waits like everything else, so a client that saw `_ping` also sees the
+    // default bridge (as with dockerd; tests and scripts rely on it).
+    let early = std::env::var_os("BERTHD_EARLY_API").is_some_and(|v| v == "1");
+    let listener = match bind_socket(&cfg) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = std::fs::remove_file(&cfg.pidfile);
+            return Err(e);
+        }
+    };
+    let (ready_tx, ready_rx) = tokio::sync::watch::channel(None);
     let svc = axum::middleware::from_fn(crate::api::version_middleware);
-    let svc = tower::Layer::layer(&svc, app);
+    let svc = tower::Layer::layer(&svc, early_service(ready_rx, early));
     let make = axum::ServiceExt::<Request>::into_make_service(svc.map_request(|r: Request| r));
-    tracing::info!(socket = %cfg.socket.display(), data_root = %cfg.data_root.display(), "berthd ready");
-
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let server = axum::serve(listener, make).with_graceful_shutdown(async move {
         let _ = stop_rx.wait_for(|v| *v).await;
     });
     let server = tokio::spawn(async move { server.await });
+    tracing::info!(ms = ms(t0), early, "API socket bound");
+
+    let store = match Store::open(&cfg.data_root.join("berth.db"))
+        .await
+        .context("opening the store")
+    {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = stop_tx.send(true);
+            server.abort();
+            if !cfg.socket.as_os_str().is_empty() {
+                let _ = std::fs::remove_file(&cfg.socket);
+            }
+            let _ = std::fs::remove_file(&cfg.pidfile);
+            return Err(e);
+        }
+    };
+    let t_store = ms(t0);
+
+    let engine = match open_engine(&cfg, store, t0, t_store).await {
+        Ok(e) => e,
+        Err(e) => {
+            let _ = stop_tx.send(true);
+            server.abort();
+            if !cfg.socket.as_os_str().is_empty() {
+                let _ = std::fs::remove_file(&cfg.socket);
+            }
+            let _ = std::fs::remove_file(&cfg.pidfile);
+            return Err(e);
+        }
+    };
+    // Containers that ran while berthd was down: reattach, record exits, apply restart policies.
+    let restoring = engine.containers.clone();
+    tokio::spawn(async move { restoring.restore().await });
+    let _ = ready_tx.send(Some(crate::api::router(engine.clone())));
+    tracing::info!(socket = %cfg.socket.display(), data_root = %cfg.data_root.display(), ms = ms(t0), "berthd ready");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -264,6 +457,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
     }
     let _ = stop_tx.send(true);
+    drop(ready_tx);
     // Bridges nobody running uses are removed; running containers keep theirs (live restore).
     let mut busy = Vec::new();
     for c in engine.containers.all() {

@@ -37,12 +37,15 @@ pub fn routes() -> Router<Arc<Engine>> {
         .route("/containers/{id}/rename", post(rename))
         .route("/containers/{id}/logs", get(logs))
         .route("/containers/{id}/attach", post(attach))
+        .route("/containers/{id}/attach/ws", get(attach_ws))
         .route("/containers/{id}/resize", post(resize))
         .route("/containers/{id}/top", get(top))
         .route("/containers/{id}/stats", get(stats))
         .route("/containers/{id}/update", post(update))
         .route("/containers/{id}/exec", post(exec_create))
         .route("/containers/{id}", delete(remove))
+        // dockerd's `/containers/{name:.*}`: a link name (`parent/alias`) has a slash.
+        .route("/containers/{parent}/{alias}", delete(remove_by_link_name))
         .route("/exec/{id}/start", post(exec_start))
         .route("/exec/{id}/resize", post(exec_resize))
         .route("/exec/{id}/json", get(exec_inspect))
@@ -198,6 +201,12 @@ pub async fn inspect_value(e: &Engine, c: &Container, size: bool) -> Value {
         })
     });
     let execs = e.containers.execs.ids_for(&r.id);
+    let mut host_config = host_config_json(&r);
+    // As dockerd: the links as registered (`/child:/parent/alias`), not as sent.
+    if legacy_links(&r) {
+        let l = e.containers.links_for_inspect(&r).await;
+        host_config["Links"] = if l.is_empty() { Value::Null } else { json!(l) };
+    }
     let mut v = json!({
         "Id": r.id,
         "Created": r.created,
@@ -229,7 +238,7 @@ pub async fn inspect_value(e: &Engine, c: &Container, size: bool) -> Value {
         "ProcessLabel": "",
         "AppArmorProfile": "",
         "ExecIDs": if execs.is_empty() { Value::Null } else { json!(execs) },
-        "HostConfig": host_config_json(&r),
+        "HostConfig": host_config,
         "GraphDriver": {"Name": "overlay2", "Data": {
             "LowerDir": lowers.join(":"),
             "UpperDir": dir.join("upper"), "WorkDir": dir.join("work"), "MergedDir": dir.join("rootfs"),
@@ -269,9 +278,12 @@ async fn summary(e: &Engine, c: &Container, size: bool) -> Value {
         .map(|t| t.timestamp())
         .unwrap_or(0);
     let ns = network_settings(&r);
+    // Also the names other containers' links give it (`/parent/alias`), as dockerd lists.
+    let mut names = vec![format!("/{}", r.name)];
+    names.extend(e.containers.link_names_of(&r.id).await);
     let mut v = json!({
         "Id": r.id,
-        "Names": [format!("/{}", r.name)],
+        "Names": names,
         "Image": r.image,
         "ImageID": r.image_id,
         "Command": cmd,
@@ -520,14 +532,28 @@ async fn remove(
     Path(id): Path<String>,
     p: Params,
 ) -> Result<StatusCode> {
-    let c = e.containers.get(&id).await?;
     if p.bool("link") {
-        return Err(EngineError::invalid("legacy links are not supported"));
+        e.containers.remove_link(&id).await?;
+        return Ok(StatusCode::NO_CONTENT);
     }
+    let c = e.containers.get(&id).await?;
     e.containers
         .remove(&c, p.bool("force"), p.bool("v"))
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn remove_by_link_name(
+    State(e): State<Arc<Engine>>,
+    Path((parent, alias)): Path<(String, String)>,
+    p: Params,
+) -> Result<StatusCode> {
+    remove(State(e), Path(format!("{parent}/{alias}")), p).await
+}
+
+/// Whether the record's `HostConfig.Links` are legacy links (not a user-defined network's).
+fn legacy_links(r: &Record) -> bool {
+    crate::containers::links::legacy_mode(r.host_config.network_mode.as_deref().unwrap_or(""))
 }
 
 /// Headers go out at once; the body comes when the condition holds.
@@ -584,13 +610,29 @@ async fn logs(
         },
         since: t("since")?,
         until: t("until")?,
+        raw: false,
     };
     if !o.stdout && !o.stderr {
         return Err(EngineError::invalid(
             "Bad parameters: you must choose at least one stream",
         ));
     }
-    let tty = c.rec.read().await.config.tty.unwrap_or(false);
+    let (tty, driver) = {
+        let r = c.rec.read().await;
+        let lc = r.host_config.log_config.as_ref();
+        (
+            r.config.tty.unwrap_or(false),
+            lc.and_then(|l| l.typ.clone()).unwrap_or_default(),
+        )
+    };
+    if driver == "none" {
+        // dockerd's ErrReadLogsNotSupported is a NotImplemented error: 501.
+        return Ok((
+            axum::http::StatusCode::NOT_IMPLEMENTED,
+            Json(json!({"message": "configured logging driver does not support reading"})),
+        )
+            .into_response());
+    }
     let (tx, rx) = mpsc::channel(64);
     let svc = e.containers.clone();
     tokio::spawn(async move { svc.logs(&c, o, tx).await });
@@ -622,6 +664,7 @@ async fn attach(
             .get("detachKeys")
             .filter(|k| !k.is_empty())
             .map(String::from),
+        raw: false,
     };
     let svc = e.containers.clone();
     let pending = crate::containers::attach::PendingAttach::register(&c);
@@ -630,6 +673,46 @@ async fn attach(
             tracing::debug!(error = %err, "attach ended");
         }
     }))
+}
+
+/// `GET /containers/{id}/attach/ws`: attach over a WebSocket, as dockerd serves it: stdin
+/// from the client's messages, output raw (never multiplexed) in binary messages (text before
+/// API 1.28); before API 1.42 all three streams whatever the query says.
+async fn attach_ws(
+    State(e): State<Arc<Engine>>,
+    Path(id): Path<String>,
+    p: Params,
+    v: ApiVersion,
+    req: Request,
+) -> Result<Response> {
+    let c = e.containers.get(&id).await?;
+    if let Some(k) = p.get("detachKeys").filter(|k| !k.is_empty()) {
+        crate::containers::attach::parse_detach_keys(k)?;
+    }
+    let all = !v.at_least(1, 42);
+    let o = AttachOpts {
+        stdin: all || p.bool("stdin"),
+        stdout: all || p.bool("stdout"),
+        stderr: all || p.bool("stderr"),
+        logs: p.bool("logs"),
+        stream: p.bool("stream"),
+        detach_keys: p
+            .get("detachKeys")
+            .filter(|k| !k.is_empty())
+            .map(String::from),
+        raw: true,
+    };
+    let svc = e.containers.clone();
+    let pending = crate::containers::attach::PendingAttach::register(&c);
+    Ok(super::hijack::websocket(
+        req,
+        v.at_least(1, 28),
+        move |io| async move {
+            if let Err(err) = svc.attach(c, io, o, pending).await {
+                tracing::debug!(error = %err, "websocket attach ended");
+            }
+        },
+    ))
 }
 
 async fn resize(
@@ -766,11 +849,47 @@ async fn prune(State(e): State<Arc<Engine>>, p: Params) -> Result<Json<Value>> {
     ))
 }
 
+/// Go's encoding/json matches object keys case-insensitively (docker-py sends `detachKeys`):
+/// rename the top-level keys that differ from `fields` only in case.
+fn fold_keys(v: &mut Value, fields: &[&str]) {
+    let Some(m) = v.as_object_mut() else { return };
+    for f in fields {
+        if m.contains_key(*f) {
+            continue;
+        }
+        let other = m.keys().find(|k| k.eq_ignore_ascii_case(f)).cloned();
+        if let Some(k) = other {
+            if let Some(x) = m.remove(&k) {
+                m.insert((*f).to_string(), x);
+            }
+        }
+    }
+}
+
 async fn exec_create(
     State(e): State<Arc<Engine>>,
     Path(id): Path<String>,
-    Json(body): Json<ExecCreate>,
+    Json(mut raw): Json<Value>,
 ) -> Result<Response> {
+    fold_keys(
+        &mut raw,
+        &[
+            "AttachStdin",
+            "AttachStdout",
+            "AttachStderr",
+            "DetachKeys",
+            "Tty",
+            "Env",
+            "Cmd",
+            "Privileged",
+            "User",
+            "WorkingDir",
+            "ConsoleSize",
+        ],
+    );
+    let body: ExecCreate = serde_json::from_value(raw).map_err(|err| {
+        EngineError::invalid(format!("Failed to deserialize the JSON body: {err}"))
+    })?;
     let c = e.containers.get(&id).await?;
     let eid = e.containers.exec_create(&c, body).await?;
     Ok((StatusCode::CREATED, Json(json!({"Id": eid}))).into_response())

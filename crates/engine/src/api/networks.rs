@@ -10,9 +10,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::Params;
+use super::{ApiVersion, Params};
 use crate::daemon::Engine;
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::networks::{validate_ipam, Ipam, NetworkRecord};
 
 pub fn routes() -> Router<Arc<Engine>> {
@@ -89,17 +89,44 @@ struct CreateBody {
     labels: Option<HashMap<String, String>>,
     #[serde(default, rename = "EnableIPv6")]
     enable_ipv6: Option<bool>,
+    #[serde(default)]
+    check_duplicate: Option<bool>,
 }
 
-async fn create(State(e): State<Arc<Engine>>, Json(b): Json<CreateBody>) -> Result<Response> {
+async fn create(
+    State(e): State<Arc<Engine>>,
+    v: ApiVersion,
+    Json(b): Json<CreateBody>,
+) -> Result<Response> {
     let ipam = b.ipam.unwrap_or_default();
     let enable_ipv6 = b.enable_ipv6 == Some(true);
-    validate_ipam(&ipam, enable_ipv6)?;
-    if enable_ipv6 {
-        return Err(EngineError::invalid("IPv6 networks are not supported yet"));
+    // Requests below API 1.44 get what dockerd 24 (the last daemon whose API stopped below
+    // 1.44) did: `CheckDuplicate` false, or absent, lets a second network take a name, with
+    // a warning; and an IPv6 pool written with host bits is taken as its network rather than
+    // refused. From 1.44 names are always unique and pools strictly checked (dockerd 25).
+    let legacy = !v.at_least(1, 44);
+    let mut warnings = Vec::new();
+    if legacy && enable_ipv6 {
+        let mut masked = ipam.clone();
+        for c in masked.config.iter_mut() {
+            if let Some(m) = masked_v6(&c.subnet) {
+                warnings.push(format!("IPv6 subnet {} taken as {m}", c.subnet));
+                c.subnet = m;
+            }
+        }
+        validate_ipam(&masked, enable_ipv6)?;
+    } else {
+        validate_ipam(&ipam, enable_ipv6)?;
     }
-    // `CheckDuplicate` (deprecated in API 1.44) is not read: names are always unique, as with
-    // dockerd 25 and later whatever the API version.
+    let check_duplicate = !legacy || b.check_duplicate == Some(true);
+    if !check_duplicate {
+        if let Some(other) = e.networks.get_by_name(&b.name).await? {
+            warnings.push(format!(
+                "Network with name {} (id : {}) already exists",
+                b.name, other.id
+            ));
+        }
+    }
     let n = e
         .networks
         .create(
@@ -109,13 +136,24 @@ async fn create(State(e): State<Arc<Engine>>, Json(b): Json<CreateBody>) -> Resu
             b.internal,
             b.labels.unwrap_or_default(),
             b.options.unwrap_or_default(),
+            enable_ipv6,
+            check_duplicate,
         )
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"Id": n.id, "Warning": ""})),
+        Json(json!({"Id": n.id, "Warning": warnings.join("\n")})),
     )
         .into_response())
+}
+
+/// `addr/bits` of an IPv6 subnet with host bits set, as its network; None otherwise.
+fn masked_v6(subnet: &str) -> Option<String> {
+    let (a, p) = subnet.split_once('/')?;
+    let a: std::net::Ipv6Addr = a.parse().ok()?;
+    let p: u8 = p.parse().ok().filter(|p| *p <= 128)?;
+    let m = crate::networks::mask6(a, p);
+    (m != a).then(|| format!("{m}/{p}"))
 }
 
 async fn remove(State(e): State<Arc<Engine>>, Path(id): Path<String>) -> Result<StatusCode> {

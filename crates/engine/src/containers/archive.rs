@@ -15,19 +15,150 @@ use super::rootfs::{resolve_in_root, Rootfs};
 use super::{Container, ContainerService};
 use crate::error::{EngineError, Result};
 
-/// Keeps a stopped container's rootfs mounted while a copy runs.
+/// Keeps a stopped container's rootfs mounted while a copy runs, and the container's volumes
+/// and binds mounted in a private view of it (see [`MountView`]).
 pub struct RootGuard {
     pub root: PathBuf,
+    view: Option<MountView>,
     unmount: Option<Rootfs>,
+    container: Option<Arc<Container>>,
 }
 
 impl Drop for RootGuard {
     fn drop(&mut self) {
-        if let Some(r) = self.unmount.take() {
+        // The view's mounts sit on the rootfs: they go first.
+        drop(self.view.take());
+        let Some(r) = self.unmount.take() else { return };
+        // A copy can outlive its request (a client that does not read the archive): the
+        // container may have been started meanwhile on this very mount. Unmount only when no
+        // lifecycle operation runs and the container is not up; otherwise the mount stays
+        // theirs (start reuses a mounted rootfs; exit and rm unmount it).
+        let Some(c) = self.container.take() else {
+            let _ = r.unmount();
+            return;
+        };
+        let Ok(_op) = c.op.try_lock() else { return };
+        let down = c
+            .rec
+            .try_read()
+            .map(|rec| {
+                !rec.state.status.is_alive() && rec.state.status != super::Status::Restarting
+            })
+            .unwrap_or(false);
+        if down {
             let _ = r.unmount();
         }
     }
 }
+
+/// The container's filesystem as its processes see it, for a copy: the rootfs bound on a
+/// directory of its own, made private, with each volume and bind mounted at its destination,
+/// as dockerd's `mountVolumes` does for `docker cp`. Private so that nothing propagates to
+/// the rootfs mount a running container was made from, nor to the container.
+struct MountView {
+    dir: PathBuf,
+    /// Mounted targets, in mount order (undone in reverse).
+    mounted: Vec<PathBuf>,
+}
+
+impl Drop for MountView {
+    fn drop(&mut self) {
+        use nix::mount::{umount2, MntFlags};
+        for t in self.mounted.iter().rev() {
+            if let Err(e) = umount2(t, MntFlags::MNT_DETACH) {
+                tracing::warn!(target = %t.display(), error = %e, "unmounting a copy view");
+            }
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+impl MountView {
+    fn new(merged: &Path, dir: PathBuf, mounts: &[super::MountPoint]) -> Result<Self> {
+        use nix::mount::{mount, MsFlags};
+        std::fs::create_dir_all(&dir)?;
+        let mut view = MountView {
+            dir: dir.clone(),
+            mounted: Vec::new(),
+        };
+        let err = |what: &str, e: nix::errno::Errno| {
+            EngineError::Internal(format!(
+                "preparing the container's mounts for a copy: {what}: {e}"
+            ))
+        };
+        mount(
+            Some(merged),
+            &dir,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| err("rootfs", e))?;
+        view.mounted.push(dir.clone());
+        mount(
+            None::<&str>,
+            &dir,
+            None::<&str>,
+            MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| err("rootfs", e))?;
+        // Parents before children, as dockerd sorts mounts by depth.
+        let mut ms: Vec<&super::MountPoint> = mounts
+            .iter()
+            .filter(|m| m.kind != "tmpfs" && !m.source.is_empty())
+            .collect();
+        ms.sort_by_key(|m| Path::new(&m.destination).components().count());
+        for m in ms {
+            let src = Path::new(&m.source);
+            let Ok(smd) = std::fs::metadata(src) else {
+                tracing::warn!(source = %m.source, "mount source gone; not in the copy view");
+                continue;
+            };
+            // Resolved inside the view, so a symlink in the image cannot point it outside.
+            let target = resolve_in_root(&dir, &m.destination);
+            if smd.is_dir() {
+                std::fs::create_dir_all(&target)?;
+            } else if std::fs::symlink_metadata(&target).is_err() {
+                if let Some(p) = target.parent() {
+                    std::fs::create_dir_all(p)?;
+                }
+                std::fs::File::create(&target)?;
+            }
+            mount(
+                Some(src),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(|e| err(&m.destination, e))?;
+            view.mounted.push(target.clone());
+            mount(
+                None::<&str>,
+                &target,
+                None::<&str>,
+                MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(|e| err(&m.destination, e))?;
+            if !m.rw {
+                mount(
+                    None::<&str>,
+                    &target,
+                    None::<&str>,
+                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                    None::<&str>,
+                )
+                .map_err(|e| err(&m.destination, e))?;
+            }
+        }
+        Ok(view)
+    }
+}
+
+/// Numbers the copy views of this process (each copy gets a directory of its own).
+static COPY_VIEWS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Go's os.FileMode bits as Docker encodes them in the path stat header.
 fn go_mode(md: &std::fs::Metadata) -> u32 {
@@ -65,7 +196,18 @@ fn go_mode(md: &std::fs::Metadata) -> u32 {
 }
 
 impl ContainerService {
+    /// The container's filesystem for `docker cp`: its rootfs (mounted for the duration when
+    /// the container is not running) with its volumes and binds where the container has them.
     pub async fn root_for_copy(&self, c: &Arc<Container>) -> Result<RootGuard> {
+        self.root_for_copy_with(c, true).await
+    }
+
+    /// [`Self::root_for_copy`]; without `with_mounts`, the rootfs alone (`docker export`).
+    pub async fn root_for_copy_with(
+        &self,
+        c: &Arc<Container>,
+        with_mounts: bool,
+    ) -> Result<RootGuard> {
         let r = c.rec.read().await.clone();
         let rootfs = Rootfs::new(&self.dir(&r.id));
         let was = rootfs.is_mounted();
@@ -73,10 +215,31 @@ impl ContainerService {
             let lowers = self.images.layer_dirs(&r.image_id).await?;
             rootfs.mount(&lowers)?;
         }
-        Ok(RootGuard {
+        let mut g = RootGuard {
             root: rootfs.merged.clone(),
+            view: None,
             unmount: (!was).then_some(rootfs),
-        })
+            container: Some(c.clone()),
+        };
+        if with_mounts && r.mounts.iter().any(|m| m.kind != "tmpfs") {
+            let n = COPY_VIEWS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // Under /run, away from the container's directory: removing that (rm -rf) while
+            // a copy runs must not reach into the volumes mounted here.
+            let dir = self.run_dir().join("cp").join(format!(
+                "{}-{}-{n}",
+                &r.id[..r.id.len().min(12)],
+                std::process::id()
+            ));
+            let merged = g.root.clone();
+            let mounts = r.mounts.clone();
+            // On error the partial view is undone by its Drop, then the guard's.
+            let view = tokio::task::spawn_blocking(move || MountView::new(&merged, dir, &mounts))
+                .await
+                .map_err(EngineError::internal)??;
+            g.root = view.dir.clone();
+            g.view = Some(view);
+        }
+        Ok(g)
     }
 
     /// The stat Docker sends in `X-Docker-Container-Path-Stat`, for `path` itself: as with

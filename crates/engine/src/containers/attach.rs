@@ -22,6 +22,8 @@ pub struct AttachOpts {
     pub logs: bool,
     pub stream: bool,
     pub detach_keys: Option<String>,
+    /// Never multiplex (the websocket attach): raw output even without a TTY.
+    pub raw: bool,
 }
 
 /// Parse Docker's detach key spec (`ctrl-p,ctrl-q`, `a`, `ctrl-@`).
@@ -256,6 +258,7 @@ impl ContainerService {
             let lo = LogOptions {
                 stdout: o.stdout,
                 stderr: o.stderr,
+                raw: o.raw,
                 ..Default::default()
             };
             tokio::spawn(async move { svc.logs(&c2, lo, tx).await });
@@ -274,7 +277,7 @@ impl ContainerService {
             return Ok(());
         };
         let opts = PipeOpts {
-            tty,
+            tty: tty || o.raw,
             stdout: o.stdout,
             stderr: o.stderr,
             stdin: o.stdin,

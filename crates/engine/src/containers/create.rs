@@ -187,7 +187,10 @@ impl ContainerService {
             has_been_started: false,
             mounts: Vec::new(),
             network_settings: serde_json::Value::Null,
+            links: Vec::new(),
         };
+        let mut rec = rec;
+        self.register_links(&mut rec).await?;
         ph.mark("config");
         std::fs::create_dir_all(self.dir(&id))?;
         let rec = match self.prepare_mounts(rec).await {
@@ -242,6 +245,7 @@ fn normalize_host_config(h: &mut HostConfig) -> Result<()> {
             ));
         }
     }
+    normalize_log_config(h)?;
     if h.memory.unwrap_or(0) > 0 && h.memory.unwrap_or(0) < 6 * 1024 * 1024 {
         return Err(EngineError::invalid("Minimum memory limit allowed is 6MB"));
     }
@@ -258,6 +262,74 @@ fn normalize_host_config(h: &mut HostConfig) -> Result<()> {
     Ok(())
 }
 
+/// The log drivers berthd has: the shim writes Docker's json-file format, which `local`
+/// (Docker's other file driver) is served from too; `none` keeps nothing.
+pub const LOG_DRIVERS: &[&str] = &["json-file", "local", "none"];
+
+/// Options each driver takes (dockerd's validators; `none` takes any, as dockerd skips it).
+fn log_opts_of(driver: &str) -> &'static [&'static str] {
+    match driver {
+        "json-file" => &[
+            "max-file",
+            "max-size",
+            "compress",
+            "labels",
+            "labels-regex",
+            "env",
+            "env-regex",
+            "tag",
+            "mode",
+            "max-buffer-size",
+        ],
+        "local" => &[
+            "max-file",
+            "max-size",
+            "compress",
+            "mode",
+            "max-buffer-size",
+        ],
+        _ => &[],
+    }
+}
+
+/// `HostConfig.LogConfig` as dockerd checks it at create (`logger.ValidateLogOpts`): an empty
+/// type is the daemon's default, `json-file`; an unknown driver or option is refused.
+fn normalize_log_config(h: &mut HostConfig) -> Result<()> {
+    let lc = h.log_config.get_or_insert_with(Default::default);
+    let driver = lc
+        .typ
+        .clone()
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "json-file".into());
+    lc.typ = Some(driver.clone());
+    let cfg = lc.config.get_or_insert_with(Default::default);
+    if driver == "none" {
+        return Ok(());
+    }
+    match cfg.get("mode").map(String::as_str) {
+        None | Some("") | Some("blocking") | Some("non-blocking") => {}
+        Some(m) => {
+            return Err(EngineError::invalid(format!(
+                "logger: logging mode not supported: {m}"
+            )))
+        }
+    }
+    if !LOG_DRIVERS.contains(&driver.as_str()) {
+        return Err(EngineError::invalid(format!(
+            "logger: no log driver named '{driver}' is registered"
+        )));
+    }
+    let allowed = log_opts_of(&driver);
+    let mut keys: Vec<&String> = cfg.keys().collect();
+    keys.sort();
+    if let Some(k) = keys.into_iter().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(EngineError::invalid(format!(
+            "unknown log opt '{k}' for {driver} log driver"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,5 +339,42 @@ mod tests {
         let base = vec!["PATH=/bin".to_string(), "A=1".to_string()];
         let over = vec!["A=2".to_string(), "B=3".to_string()];
         assert_eq!(merge_env(&base, &over), vec!["PATH=/bin", "A=2", "B=3"]);
+    }
+
+    fn log_config(typ: &str, opts: &[(&str, &str)]) -> Result<HostConfig> {
+        let mut h = HostConfig {
+            log_config: Some(bollard_stubs::models::HostConfigLogConfig {
+                typ: Some(typ.into()),
+                config: Some(
+                    opts.iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+            }),
+            ..Default::default()
+        };
+        normalize_log_config(&mut h).map(|_| h)
+    }
+
+    #[test]
+    fn log_drivers_as_dockerd() {
+        let h = log_config("", &[("max-file", "100")]).expect("default driver");
+        let lc = h.log_config.expect("log config");
+        assert_eq!(lc.typ.as_deref(), Some("json-file"));
+        assert_eq!(
+            lc.config.expect("opts").get("max-file").map(String::as_str),
+            Some("100")
+        );
+        assert!(log_config("local", &[]).is_ok());
+        assert!(log_config("none", &[("whatever", "1")]).is_ok());
+        let err = |t: &str, o: &[(&str, &str)]| log_config(t, o).err().map(|e| e.to_string());
+        assert_eq!(
+            err("asdf", &[]).as_deref(),
+            Some("logger: no log driver named 'asdf' is registered")
+        );
+        assert_eq!(
+            err("json-file", &[("bogus", "1")]).as_deref(),
+            Some("unknown log opt 'bogus' for json-file log driver")
+        );
     }
 }

@@ -153,8 +153,19 @@ impl ContainerService {
         }
         if let Some(u) = e.user.as_deref().filter(|u| !u.is_empty()) {
             let rootfs = super::rootfs::Rootfs::new(&self.dir(&r.id)).merged;
-            let ru = super::spec::resolve_user(&rootfs, u)
+            let mut ru = super::spec::resolve_user(&rootfs, u)
                 .map_err(|err| EngineError::InvalidParameter(err.to_string()))?;
+            // An exec's user gets the container's --group-add too (Docker's getUser).
+            let extra = super::spec::resolve_additional_groups(
+                &rootfs,
+                r.host_config.group_add.as_deref().unwrap_or_default(),
+            )
+            .map_err(|err| EngineError::InvalidParameter(err.to_string()))?;
+            for g in extra {
+                if !ru.additional_gids.contains(&g) {
+                    ru.additional_gids.push(g);
+                }
+            }
             p["user"] = json!({"uid": ru.uid, "gid": ru.gid, "additionalGids": ru.additional_gids});
         }
         if e.privileged {
@@ -201,14 +212,15 @@ impl ContainerService {
         let process = match self.exec_process(&c, &cfg).await {
             Ok(p) => p,
             Err(err) => {
-                // As with dockerd (where runc finds the user): the exec ends with 126 and its
-                // client sees the error, rather than a hijacked stream closed without a word.
+                // As with dockerd (which resolves the user itself, before the runtime): the
+                // exec ends with 126 and its client sees the error as is, rather than a
+                // hijacked stream closed without a word.
                 self.execs.update(exec_id, |e| {
                     e.started = true;
                     e.running = false;
                     e.exit_code = Some(126);
                 });
-                let text = format!("OCI runtime exec failed: exec failed: {err}: unknown\r\n");
+                let text = format!("{err}\r\n");
                 if let (Some(mut client), false) = (io, detach) {
                     let bytes = if raw {
                         text.into_bytes()
@@ -267,6 +279,9 @@ impl ContainerService {
                     let msg = ef
                         .and_then(|e| e.error)
                         .unwrap_or_else(|| "exec failed".into());
+                    // runc's own text may already start with the prefix dockerd adds.
+                    let msg = msg.trim();
+                    let msg = msg.strip_prefix("exec failed: ").unwrap_or(msg);
                     let text = format!("OCI runtime exec failed: exec failed: {msg}: unknown\r\n");
                     let bytes = if raw {
                         text.into_bytes()

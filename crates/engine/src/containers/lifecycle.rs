@@ -141,16 +141,29 @@ impl ContainerService {
             .clone()
             .filter(|w| !w.is_empty())
             .unwrap_or_else(|| "/".into());
-        let user = spec::resolve_user(&rootfs.merged, cfg.user.as_deref().unwrap_or(""))
+        let mut user = spec::resolve_user(&rootfs.merged, cfg.user.as_deref().unwrap_or(""))
             .map_err(|e| EngineError::InvalidParameter(e.to_string()))?;
+        // --group-add: appended after the user's own groups, as Docker's getUser does.
+        let extra = spec::resolve_additional_groups(
+            &rootfs.merged,
+            hc.group_add.as_deref().unwrap_or_default(),
+        )
+        .map_err(|e| EngineError::InvalidParameter(e.to_string()))?;
+        for g in extra {
+            if !user.additional_gids.contains(&g) {
+                user.additional_gids.push(g);
+            }
+        }
         let wd = resolve_in_root(&rootfs.merged, &cwd);
         if !wd.exists() {
             std::fs::create_dir_all(&wd)?;
             let _ = std::os::unix::fs::chown(&wd, Some(user.uid), Some(user.gid));
         }
         ph.mark("user+wd");
-        let net = self.net_setup(c).await?;
+        let mut net = self.net_setup(c).await?;
         ph.mark("net");
+        let linked = self.link_setup(c).await?;
+        net.hosts.extend(linked.hosts);
         let mut mounts = self.etc_mounts(&rec, &net).await?;
         ph.mark("etc");
         mounts.extend(self.volume_mounts(&rec)?);
@@ -182,7 +195,9 @@ impl ContainerService {
         let input = SpecInput {
             id: id.clone(),
             args,
-            env: cfg.env.clone().unwrap_or_default(),
+            // Link variables first: the container's own override them (dockerd's
+            // CreateDaemonEnvironment).
+            env: super::create::merge_env(&linked.env, cfg.env.as_deref().unwrap_or_default()),
             cwd,
             user,
             terminal: cfg.tty.unwrap_or(false),
@@ -250,7 +265,12 @@ impl ContainerService {
             state_dir,
             runtime: self.runtime.clone(),
             runtime_root: self.runc_root(),
-            log: self.log_path(&id),
+            // The `none` log driver keeps nothing.
+            log: if hc.log_config.as_ref().and_then(|l| l.typ.as_deref()) == Some("none") {
+                std::path::PathBuf::from("/dev/null")
+            } else {
+                self.log_path(&id)
+            },
             tty: cfg.tty.unwrap_or(false),
             stdin: cfg.open_stdin.unwrap_or(false),
         };
@@ -457,13 +477,6 @@ impl ContainerService {
         ph.mark("net");
         let snap = {
             let mut r = c.rec.write().await;
-            let ran_for = chrono::DateTime::parse_from_rfc3339(&r.state.started_at)
-                .map(|t| {
-                    chrono::Utc::now()
-                        .signed_duration_since(t)
-                        .num_milliseconds()
-                })
-                .unwrap_or(0);
             r.state.status = Status::Exited;
             r.state.pid = 0;
             r.state.exit_code = info.exit_code as i64;
@@ -472,7 +485,23 @@ impl ContainerService {
             if let Some(h) = r.state.health.as_mut() {
                 h.status = "unhealthy".into();
             }
-            let _ = ran_for;
+            // The restart policy is applied in the same step, so nobody woken by the exit
+            // (a `wait`, then `rm`) sees the container as exited while a restart is due:
+            // dockerd's state goes straight from running to restarting.
+            let policy = r.host_config.restart_policy.clone().unwrap_or_default();
+            let name = policy.name.unwrap_or(Policy::EMPTY);
+            let max = policy.maximum_retry_count.unwrap_or(0);
+            let restart = !r.manually_stopped
+                && match name {
+                    Policy::ALWAYS | Policy::UNLESS_STOPPED => true,
+                    Policy::ON_FAILURE => {
+                        info.exit_code != 0 && (max == 0 || r.restart_count < max)
+                    }
+                    _ => false,
+                };
+            if restart {
+                r.state.status = Status::Restarting;
+            }
             r.clone()
         };
         let _ = self.save(&snap).await;
@@ -486,16 +515,7 @@ impl ContainerService {
             *g += 1;
             *code = info.exit_code as i64;
         });
-        let policy = snap.host_config.restart_policy.clone().unwrap_or_default();
-        let name = policy.name.unwrap_or(Policy::EMPTY);
-        let max = policy.maximum_retry_count.unwrap_or(0);
-        let restart = !snap.manually_stopped
-            && match name {
-                Policy::ALWAYS | Policy::UNLESS_STOPPED => true,
-                Policy::ON_FAILURE => info.exit_code != 0 && (max == 0 || snap.restart_count < max),
-                _ => false,
-            };
-        if restart {
+        if snap.state.status == Status::Restarting {
             self.schedule_restart(c.clone(), &snap).await;
         } else if snap.host_config.auto_remove.unwrap_or(false) {
             let svc = self.clone();
@@ -508,7 +528,8 @@ impl ContainerService {
         }
     }
 
-    /// Docker's back-off: 100 ms doubling while the container keeps dying within 10 s.
+    /// Docker's back-off: 100 ms doubling while the container keeps dying within 10 s. The
+    /// container is in state `restarting` meanwhile (set by the caller).
     async fn schedule_restart(self: &Arc<Self>, c: Arc<Container>, snap: &super::Record) {
         let ran_ms = chrono::DateTime::parse_from_rfc3339(&snap.state.started_at)
             .ok()
@@ -522,7 +543,9 @@ impl ContainerService {
         };
         {
             let mut r = c.rec.write().await;
-            r.state.status = Status::Restarting;
+            if r.state.status != Status::Restarting {
+                return; // stopped or removed meanwhile
+            }
             r.restart_count += 1;
             let s = r.clone();
             drop(r);
@@ -732,6 +755,19 @@ impl ContainerService {
                 "removal of container {} is already in progress",
                 rec.id
             )));
+        }
+        if rec.state.status == Status::Restarting {
+            if !force {
+                return Err(EngineError::Conflict(format!(
+                    "You cannot remove a restarting container {}. Stop the container before attempting removal or force remove",
+                    rec.id
+                )));
+            }
+            // No process to kill: marking it stopped ends the restart loop (the pending
+            // restart finds it so, or finds it removed).
+            let mut r = c.rec.write().await;
+            r.manually_stopped = true;
+            r.state.status = Status::Exited;
         }
         if rec.state.status.is_alive() {
             if !force {

@@ -19,6 +19,8 @@ pub struct LogOptions {
     pub tail: Option<usize>,
     pub since: Option<f64>,
     pub until: Option<f64>,
+    /// Raw payloads even without a TTY (the websocket attach's logs).
+    pub raw: bool,
 }
 
 #[derive(serde::Deserialize)]
@@ -78,7 +80,7 @@ impl ContainerService {
     ) {
         let (id, tty) = {
             let r = c.rec.read().await;
-            (r.id.clone(), r.config.tty.unwrap_or(false))
+            (r.id.clone(), r.config.tty.unwrap_or(false) || o.raw)
         };
         let path = self.log_path(&id);
         let mut exited = c.exited.subscribe();

@@ -9,6 +9,7 @@ pub mod create;
 pub mod exec;
 pub mod fs;
 pub mod lifecycle;
+pub mod links;
 pub mod logs;
 pub mod names;
 pub mod net;
@@ -133,6 +134,9 @@ pub struct Record {
     /// Network state filled in by the network service (inspect `NetworkSettings`).
     #[serde(default)]
     pub network_settings: serde_json::Value,
+    /// Legacy links to other containers (`HostConfig.Links` on the default bridge).
+    #[serde(default)]
+    pub links: Vec<links::LegacyLink>,
 }
 
 /// In-memory side of a container: the record plus notifications.
@@ -310,6 +314,10 @@ impl ContainerService {
         }
         match found.len() {
             1 => Ok(found.remove(0)),
+            // A link name (`parent/alias`) names the linked container, as in dockerd.
+            0 if key.contains('/') => Box::pin(self.get_by_link_name(key))
+                .await
+                .ok_or_else(|| no_such(name_or_id)),
             0 => Err(no_such(name_or_id)),
             _ => Err(EngineError::InvalidParameter(format!(
                 "multiple IDs found with provided prefix: {key}"

@@ -168,6 +168,9 @@ pub enum SpecError {
     NoSuchUser(String),
     #[error("unable to find group {0}: no matching entries in group file")]
     NoSuchGroup(String),
+    /// libcontainer capitalises this one (`GetAdditionalGroups`).
+    #[error("Unable to find group {0}: no matching entries in group file")]
+    NoSuchAdditionalGroup(String),
     #[error("uids and gids must be in range 0-{MAX_ID}")]
     IdRange,
     #[error("unable to read {path}: {reason}")]
@@ -955,6 +958,45 @@ pub fn resolve_user_from(
         gid,
         additional_gids,
     })
+}
+
+/// `HostConfig.GroupAdd` resolved against the container's /etc/group, as Docker does
+/// (libcontainer/user `GetAdditionalGroups`): a name or gid found in the file gives that group's
+/// gid; a number not in the file is used as is; anything else is an error.
+pub fn resolve_additional_groups(rootfs: &Path, groups: &[String]) -> Result<Vec<u32>, SpecError> {
+    if groups.is_empty() {
+        return Ok(Vec::new());
+    }
+    let text = read_optional(&scoped_join(rootfs, "/etc/group"))?;
+    resolve_additional_groups_from(groups, text.as_deref())
+}
+
+/// [`resolve_additional_groups`] over the group file's contents (None = file missing).
+pub fn resolve_additional_groups_from(
+    wanted: &[String],
+    group: Option<&str>,
+) -> Result<Vec<u32>, SpecError> {
+    let entries = group.map(parse_group).unwrap_or_default();
+    let mut out: Vec<u32> = Vec::new();
+    for ag in wanted {
+        let ag = ag.trim();
+        let gid = match entries
+            .iter()
+            .find(|g| g.name == ag || g.gid.to_string() == ag)
+        {
+            Some(g) => check_id(g.gid)?,
+            None => {
+                let n: i64 = ag
+                    .parse()
+                    .map_err(|_| SpecError::NoSuchAdditionalGroup(ag.to_string()))?;
+                check_id(n)?
+            }
+        };
+        if !out.contains(&gid) {
+            out.push(gid);
+        }
+    }
+    Ok(out)
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -2445,6 +2487,24 @@ mod tests {
         assert_eq!(
             scoped_join(root, "/etc/passwd"),
             root.join("etc/shadow-nope")
+        );
+    }
+
+    #[test]
+    fn additional_groups() {
+        let group = "root:x:0:\nstaff:x:50:\nwheel:x:10:root\n";
+        let g = |v: &[&str]| {
+            resolve_additional_groups_from(&s(v), Some(group)).map_err(|e| e.to_string())
+        };
+        assert_eq!(g(&["1000", "1001"]), Ok(vec![1000, 1001]));
+        assert_eq!(g(&["staff", "10", "50"]), Ok(vec![50, 10]));
+        assert_eq!(
+            g(&["nope"]),
+            Err("Unable to find group nope: no matching entries in group file".into())
+        );
+        assert_eq!(
+            resolve_additional_groups_from(&s(&["7"]), None).map_err(|e| e.to_string()),
+            Ok(vec![7])
         );
     }
 

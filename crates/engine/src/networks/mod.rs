@@ -4,11 +4,13 @@
 
 pub mod announce;
 pub mod dns;
+pub mod ipv6;
+pub mod isolation;
 pub mod link;
 pub mod proxy;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
@@ -32,6 +34,19 @@ pub struct NetworkRecord {
     pub created: String,
     /// The IPAM configuration given at create ([`Ipam`] as JSON).
     pub ipam: String,
+    /// `EnableIPv6`: the bridge and endpoints get addresses from the IPv6 pool too.
+    pub enable_ipv6: i64,
+}
+
+/// The IPv6 side of a network with `EnableIPv6`: its pool as given (host bits masked).
+#[derive(Debug, Clone, PartialEq)]
+pub struct V6Pool {
+    pub net: Ipv6Addr,
+    pub prefix: u8,
+    pub gateway: Ipv6Addr,
+    /// Where dynamic addresses come from (the pool's `IPRange`, else the subnet).
+    pub range: (Ipv6Addr, u8),
+    pub aux: Vec<Ipv6Addr>,
 }
 
 impl NetworkRecord {
@@ -74,6 +89,41 @@ impl NetworkRecord {
             _ => None,
         }
     }
+    /// The IPv6 pool of a network with IPv6 enabled. As libnetwork, an address with host bits
+    /// set is taken as its network; the gateway defaults to the first address of the range
+    /// (of the subnet when there is no range or it starts the subnet).
+    pub fn v6(&self) -> Option<V6Pool> {
+        if self.enable_ipv6 == 0 {
+            return None;
+        }
+        let c = self
+            .ipam()
+            .config
+            .into_iter()
+            .find(|c| parse_prefix(&c.subnet).is_ok_and(|p| p.0.is_ipv6()))?;
+        let (IpAddr::V6(a), prefix) = parse_prefix(&c.subnet).ok()? else {
+            return None;
+        };
+        let net = mask6(a, prefix);
+        let range = match parse_prefix(&c.ip_range) {
+            Ok((IpAddr::V6(r), p)) if p >= prefix && mask6(r, prefix) == net => (mask6(r, p), p),
+            _ => (net, prefix),
+        };
+        let gateway = match c.gateway.parse::<Ipv6Addr>() {
+            Ok(g) if mask6(g, prefix) == net => g,
+            _ if range.0 != net => range.0,
+            _ => Ipv6Addr::from(u128::from(net) + 1),
+        };
+        let aux = c.aux.values().filter_map(|a| a.parse().ok()).collect();
+        Some(V6Pool {
+            net,
+            prefix,
+            gateway,
+            range,
+            aux,
+        })
+    }
+
     /// Addresses the pool's `AuxiliaryAddresses` reserve.
     pub fn aux_addresses(&self) -> Vec<Ipv4Addr> {
         self.v4_pool()
@@ -168,6 +218,52 @@ fn mask_ip(a: IpAddr, p: u8) -> IpAddr {
             IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v) & m))
         }
     }
+}
+
+pub fn mask6(a: Ipv6Addr, p: u8) -> Ipv6Addr {
+    match mask_ip(IpAddr::V6(a), p) {
+        IpAddr::V6(v) => v,
+        IpAddr::V4(_) => a,
+    }
+}
+
+/// The first free address of an IPv6 pool: from its range, never the subnet's own address
+/// (the subnet-router anycast), the gateway, a reserved or a used address; a requested
+/// address anywhere in the subnet.
+pub fn allocate_v6(p: &V6Pool, used: &[Ipv6Addr], want: Option<Ipv6Addr>) -> Result<Ipv6Addr> {
+    let taken =
+        |c: Ipv6Addr| c == p.net || c == p.gateway || p.aux.contains(&c) || used.contains(&c);
+    if let Some(w) = want {
+        if mask6(w, p.prefix) != p.net {
+            return Err(EngineError::invalid(format!(
+                "no configured subnet contains IP address {w}"
+            )));
+        }
+        if taken(w) {
+            return Err(EngineError::Conflict(format!(
+                "Address already in use: {w}"
+            )));
+        }
+        return Ok(w);
+    }
+    let start = u128::from(p.range.0);
+    let size = if p.range.1 == 0 {
+        u128::MAX
+    } else {
+        (1u128 << (128 - p.range.1)) - 1
+    };
+    // A bounded walk: pools are huge, the addresses in use are few.
+    for i in 0..=size.min(1 << 20) {
+        let Some(c) = start.checked_add(i).map(Ipv6Addr::from) else {
+            break;
+        };
+        if !taken(c) {
+            return Ok(c);
+        }
+    }
+    Err(EngineError::Internal(
+        "no available IPv6 addresses on the network".into(),
+    ))
 }
 
 fn family(a: IpAddr) -> &'static str {
@@ -326,6 +422,8 @@ fn nth(net: Ipv4Addr, n: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(net) + n)
 }
 
+type IsolationJob = futures::future::Shared<futures::future::BoxFuture<'static, ()>>;
+
 pub struct NetworkService {
     pub store: Store,
     pub events: Arc<Events>,
@@ -333,6 +431,10 @@ pub struct NetworkService {
     pub tag: String,
     pub default_root: bool,
     dns: Mutex<HashMap<String, dns::Server>>,
+    /// Per bridge, the job that makes its isolation rules (after the bridge's own rules):
+    /// made once per bring-up; awaited by every later bring-up, so no container starts
+    /// before it is done.
+    isolated: Mutex<HashMap<String, IsolationJob>>,
     pub names: Arc<dns::Table>,
     pub proxies: proxy::Proxies,
     /// VM mode: published ports announced to the host (docs/VM.md).
@@ -353,6 +455,7 @@ impl NetworkService {
             tag: crate::util::digest_hex(&h)[..8].to_string(),
             default_root: data_root == std::path::Path::new("/var/lib/berth"),
             dns: Mutex::new(HashMap::new()),
+            isolated: Mutex::new(Default::default()),
             names: Arc::new(dns::Table::default()),
             proxies: Default::default(),
             announcer: announce::Announcer::new(port_announce),
@@ -378,6 +481,7 @@ impl NetworkService {
                     HashMap::new(),
                     HashMap::new(),
                     &Ipam::default(),
+                    false,
                 )
                 .await?;
             }
@@ -405,6 +509,7 @@ impl NetworkService {
                 HashMap::new(),
                 opts,
                 &Ipam::default(),
+                false,
             )
             .await?;
         }
@@ -416,11 +521,22 @@ impl NetworkService {
     async fn adopt(&self) {
         let Ok(all) = self.list().await else { return };
         let _lock = link::host_lock().await;
+        let mut jobs = Vec::new();
         for n in all.iter().filter(|n| n.is_bridge()) {
-            if let Err(e) = self.bring_up(n).await {
-                tracing::warn!(network = %n.name, error = %e, "could not bring the network up");
+            match self.bring_up_with(n, true).await {
+                Ok(j) => jobs.extend(j),
+                Err(e) => {
+                    tracing::warn!(network = %n.name, error = %e, "could not bring the network up")
+                }
             }
         }
+        // The bridges' rules are written in the background at start-up (link.rs), each
+        // inserted first in FORWARD: once all are in, the isolation jump goes back on top.
+        let v6 = all.iter().any(|n| n.v6().is_some());
+        tokio::spawn(async move {
+            futures::future::join_all(jobs).await;
+            isolation::ensure_first(v6).await;
+        });
     }
 
     /// Docker's 172.17.0.0/16 for the default data root; a /20 derived from the data root
@@ -484,6 +600,7 @@ impl NetworkService {
         labels: HashMap<String, String>,
         options: HashMap<String, String>,
         ipam: &Ipam,
+        enable_ipv6: bool,
     ) -> Result<NetworkRecord> {
         let rec = NetworkRecord {
             id: crate::util::random_id(),
@@ -497,19 +614,14 @@ impl NetworkService {
             options: serde_json::to_string(&options)?,
             created: crate::util::rfc3339_nano(chrono::Utc::now()),
             ipam: serde_json::to_string(ipam)?,
+            enable_ipv6: enable_ipv6 as i64,
         };
-        sqlx::query("INSERT INTO networks (id, name, driver, subnet, gateway, bridge, internal, labels, options, created, ipam) VALUES (?,?,?,?,?,?,?,?,?,?,?)")
+        sqlx::query("INSERT INTO networks (id, name, driver, subnet, gateway, bridge, internal, labels, options, created, ipam, enable_ipv6) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)")
             .bind(&rec.id).bind(&rec.name).bind(&rec.driver).bind(&rec.subnet).bind(&rec.gateway)
             .bind(&rec.bridge).bind(rec.internal).bind(&rec.labels).bind(&rec.options).bind(&rec.created)
-            .bind(&rec.ipam)
+            .bind(&rec.ipam).bind(rec.enable_ipv6)
             .execute(&self.store.pool)
-            .await
-            .map_err(|e| match e {
-                sqlx::Error::Database(d) if d.is_unique_violation() => {
-                    EngineError::Conflict(format!("network with name {name} already exists"))
-                }
-                e => e.into(),
-            })?;
+            .await?;
         Ok(rec)
     }
 
@@ -520,17 +632,30 @@ impl NetworkService {
     }
 
     pub async fn get_by_name(&self, name: &str) -> Result<Option<NetworkRecord>> {
-        Ok(sqlx::query_as("SELECT * FROM networks WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&self.store.pool)
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT * FROM networks WHERE name = ? ORDER BY created")
+                .bind(name)
+                .fetch_optional(&self.store.pool)
+                .await?,
+        )
     }
 
-    /// By full id, name, or unique id prefix.
+    /// By full id, name, or unique id prefix (dockerd's `FindNetwork`: a name two networks
+    /// share is ambiguous).
     pub async fn get(&self, key: &str) -> Result<NetworkRecord> {
         let all = self.list().await?;
-        if let Some(n) = all.iter().find(|n| n.id == key || n.name == key) {
+        if let Some(n) = all.iter().find(|n| n.id == key) {
             return Ok(n.clone());
+        }
+        let by_name: Vec<&NetworkRecord> = all.iter().filter(|n| n.name == key).collect();
+        match by_name.len() {
+            0 => {}
+            1 => return Ok(by_name[0].clone()),
+            k => {
+                return Err(EngineError::invalid(format!(
+                    "network {key} is ambiguous ({k} matches found on name)"
+                )))
+            }
         }
         let m: Vec<&NetworkRecord> = all.iter().filter(|n| n.id.starts_with(key)).collect();
         match m.len() {
@@ -556,6 +681,7 @@ impl NetworkService {
     /// Create a bridge network. `ipam` is the request's `IPAM` (checked as dockerd does); its
     /// IPv4 pool, if any, gives the subnet, gateway, range for dynamic addresses and reserved
     /// addresses; without one the engine picks a free subnet.
+    #[allow(clippy::too_many_arguments)]
     pub async fn create(
         &self,
         name: &str,
@@ -564,6 +690,8 @@ impl NetworkService {
         internal: bool,
         labels: HashMap<String, String>,
         options: HashMap<String, String>,
+        enable_ipv6: bool,
+        check_duplicate: bool,
     ) -> Result<NetworkRecord> {
         if name.is_empty() {
             return Err(EngineError::invalid("network name is required"));
@@ -580,7 +708,7 @@ impl NetworkService {
                 ipam.driver
             )));
         }
-        if matches!(name, "host" | "none" | "bridge") || self.get_by_name(name).await?.is_some() {
+        if matches!(name, "host" | "none" | "bridge") {
             return Err(EngineError::Conflict(format!(
                 "network with name {name} already exists"
             )));
@@ -596,11 +724,30 @@ impl NetworkService {
             ));
         }
         let pool = v4.first().map(|c| (*c).clone());
+        if enable_ipv6 {
+            ipv6::host_check()?;
+            if !ipam
+                .config
+                .iter()
+                .any(|c| parse_prefix(&c.subnet).is_ok_and(|p| p.0.is_ipv6()))
+            {
+                // dockerd before 27 has no default IPv6 pools either.
+                return Err(EngineError::Forbidden(
+                    "could not find an available, non-overlapping IPv6 address pool among the defaults to assign to the network".into(),
+                ));
+            }
+        }
         // Validate before taking the host-wide lock; choose and bring up under it.
         let wanted = pool.as_ref().map(|c| parse_cidr(&c.subnet)).transpose()?;
         let subnet = pool.as_ref().map(|c| c.subnet.clone());
         let gateway = pool.as_ref().map(|c| c.gateway.clone());
         let _lock = link::host_lock().await?;
+        // Checked under the lock: two creates of one name cannot both pass.
+        if check_duplicate && self.get_by_name(name).await?.is_some() {
+            return Err(EngineError::Conflict(format!(
+                "network with name {name} already exists"
+            )));
+        }
         let (net, prefix) = match wanted {
             Some(c) => {
                 let s = subnet.clone().unwrap_or_default();
@@ -622,6 +769,28 @@ impl NetworkService {
             }
             None => self.pick_subnet().await?,
         };
+        if enable_ipv6 {
+            let mine = ipam
+                .config
+                .iter()
+                .find_map(|c| match parse_prefix(&c.subnet) {
+                    Ok((IpAddr::V6(a), p)) => Some((a, p)),
+                    _ => None,
+                });
+            if let Some((a, p)) = mine {
+                for n in self.list().await? {
+                    if let Some(o) = n.v6() {
+                        let q = p.min(o.prefix);
+                        if mask6(a, q) == mask6(o.net, q) {
+                            return Err(EngineError::Forbidden(
+                                "invalid pool request: Pool overlaps with other one on this address space"
+                                    .into(),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
         let gw = match gateway.as_deref().filter(|g| !g.is_empty()) {
             Some(g) => {
                 let ip: Ipv4Addr = g
@@ -659,6 +828,7 @@ impl NetworkService {
                 labels,
                 options,
                 &ipam,
+                enable_ipv6,
             )
             .await?;
         // The device name follows the id, as Docker names it.
@@ -682,13 +852,45 @@ impl NetworkService {
         Ok(rec)
     }
 
-    /// Create the bridge device, NAT and (user networks) the DNS server. Idempotent.
+    /// Create the bridge device, its IPv6 address, NAT, isolation from the other networks and
+    /// (user networks) the DNS server. Idempotent; returns once the rules are in.
     pub async fn bring_up(&self, n: &NetworkRecord) -> Result<()> {
+        if let Some(job) = self.bring_up_with(n, false).await? {
+            job.await;
+        }
+        Ok(())
+    }
+
+    /// [`Self::bring_up`]; with `defer` (start-up) the isolation rules are left to a
+    /// background job, returned to be awaited.
+    async fn bring_up_with(&self, n: &NetworkRecord, defer: bool) -> Result<Option<IsolationJob>> {
+        use futures::FutureExt;
         let (Some(br), Some((net, prefix)), Some(gw)) = (n.bridge.clone(), n.cidr(), n.gw()) else {
-            return Ok(());
+            return Ok(None);
         };
         link::ensure_bridge(&br, gw, prefix).await?;
+        if let Some(p) = n.v6() {
+            ipv6::ensure_bridge(&br, p.gateway, p.prefix).await?;
+        }
         link::ensure_bridge_rules(&format!("{net}/{prefix}"), &br, n.internal != 0).await;
+        let job = {
+            let mut m = self.isolated.lock().unwrap_or_else(|e| e.into_inner());
+            m.entry(br.clone())
+                .or_insert_with(|| {
+                    let (b, internal, v6) = (br.clone(), n.internal != 0, n.v6().is_some());
+                    async move {
+                        // After the bridge's own FORWARD rules, which go in first.
+                        link::rules_ready(&b).await;
+                        isolation::ensure(&b, internal, v6).await;
+                    }
+                    .boxed()
+                    .shared()
+                })
+                .clone()
+        };
+        if defer {
+            tokio::spawn(job.clone());
+        }
         if !n.is_default_bridge() {
             let mut d = self.dns.lock().unwrap_or_else(|e| e.into_inner());
             if !d.contains_key(&n.id) {
@@ -702,7 +904,7 @@ impl NetworkService {
                 }
             }
         }
-        Ok(())
+        Ok(Some(job))
     }
 
     /// Remove the bridge device, NAT rule and DNS server (the record stays).
@@ -712,7 +914,17 @@ impl NetworkService {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&n.id);
         if let (Some(br), Some((net, prefix))) = (n.bridge.clone(), n.cidr()) {
+            let job = self
+                .isolated
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&br);
+            if let Some(j) = job {
+                // Not while its rules may still be going in.
+                j.await;
+            }
             link::remove_bridge_rules(&format!("{net}/{prefix}"), &br).await;
+            isolation::remove(&br, n.enable_ipv6 != 0).await;
             link::delete_link(&br).await;
         }
     }
@@ -730,7 +942,11 @@ impl NetworkService {
                 n.name, n.id
             )));
         }
-        self.bring_down(n).await;
+        {
+            // Rules in chains shared by every engine on the host are removed under the lock.
+            let _lock = link::host_lock().await?;
+            self.bring_down(n).await;
+        }
         sqlx::query("DELETE FROM networks WHERE id = ?")
             .bind(&n.id)
             .execute(&self.store.pool)
@@ -778,7 +994,7 @@ impl NetworkService {
             "Created": n.created,
             "Scope": "local",
             "Driver": n.driver,
-            "EnableIPv6": false,
+            "EnableIPv6": n.enable_ipv6 != 0,
             "IPAM": {
                 "Driver": if ipam.driver.is_empty() { "default" } else { ipam.driver.as_str() },
                 "Options": ipam.options,
@@ -798,6 +1014,7 @@ impl NetworkService {
     /// On engine stop: bridges without running endpoints are removed (made again on demand).
     pub async fn shutdown(&self, busy: &[String]) {
         if let Ok(all) = self.list().await {
+            let _lock = link::host_lock().await;
             for n in all {
                 if n.is_bridge() && !busy.contains(&n.id) {
                     self.bring_down(&n).await;
@@ -934,6 +1151,7 @@ mod tests {
             options: "{}".into(),
             created: String::new(),
             ipam: serde_json::to_string(&ipam).unwrap(),
+            enable_ipv6: 0,
         };
         let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
         assert_eq!(n.ip_range(), Some((ip("10.1.5.0"), 30)));

@@ -4,11 +4,13 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::io::Interest;
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
+use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 use crate::error::{EngineError, Result};
@@ -31,9 +33,80 @@ pub struct Proxies {
     tasks: Mutex<HashMap<String, Vec<JoinHandle<()>>>>,
 }
 
+/// Bound but not yet registered with any runtime: the forwarding runs on the proxy threads.
 enum Bound {
-    Tcp(TcpListener),
-    Udp(UdpSocket),
+    Tcp(std::net::TcpListener),
+    Udp(std::net::UdpSocket),
+}
+
+/// Listen backlog of a published TCP port, as Go's listener (docker-proxy) takes somaxconn.
+const BACKLOG: u32 = 4096;
+
+fn bind_tcp(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let s = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    s.set_reuseaddr(true)?;
+    s.bind(addr)?;
+    // `listen` registers with the caller's runtime; `into_std` takes it back out.
+    s.listen(BACKLOG)?.into_std()
+}
+
+fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let u = std::net::UdpSocket::bind(addr)?;
+    u.set_nonblocking(true)?;
+    Ok(u)
+}
+
+/// The threads the published ports are forwarded on, each a single-threaded runtime of its
+/// own; a listener and all its connections stay on one of them (round robin over listeners).
+/// Off the engine's runtime, a port's traffic does not queue behind API work, and a connection's
+/// wake-ups never hop between threads: the thread that epoll wakes is the one that runs the
+/// task (the engine's work-stealing runtime woke a second worker per burst of events and moved
+/// tasks across, which costs most under a loaded machine, when every wake-up waits for a CPU).
+struct ProxyThreads {
+    handles: Vec<Handle>,
+    next: AtomicUsize,
+}
+
+fn proxy_runtime() -> Handle {
+    static THREADS: OnceLock<ProxyThreads> = OnceLock::new();
+    let t = THREADS.get_or_init(|| {
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 4);
+        let mut handles = Vec::new();
+        for i in 0..n {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                break;
+            };
+            let h = rt.handle().clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("berth-proxy-{i}"))
+                .spawn(move || rt.block_on(std::future::pending::<()>()));
+            if spawned.is_ok() {
+                handles.push(h);
+            }
+        }
+        if handles.is_empty() {
+            tracing::warn!("port proxy: no thread of its own, forwarding on the engine's runtime");
+        }
+        ProxyThreads {
+            handles,
+            next: AtomicUsize::new(0),
+        }
+    });
+    if t.handles.is_empty() {
+        return Handle::current();
+    }
+    let i = t.next.fetch_add(1, Ordering::Relaxed) % t.handles.len();
+    t.handles[i].clone()
 }
 
 impl Proxies {
@@ -53,8 +126,8 @@ impl Proxies {
             for p in b.host_port..=b.host_port_end.max(b.host_port) {
                 let addr = SocketAddr::new(b.host_ip, p);
                 r = match b.proto.as_str() {
-                    "udp" => UdpSocket::bind(addr).await.map(Bound::Udp),
-                    _ => TcpListener::bind(addr).await.map(Bound::Tcp),
+                    "udp" => bind_udp(addr).map(Bound::Udp),
+                    _ => bind_tcp(addr).map(Bound::Tcp),
                 };
                 if r.is_ok() {
                     break;
@@ -90,10 +163,20 @@ impl Proxies {
         let mut tasks = Vec::new();
         for (s, cport) in bound {
             let dst = SocketAddr::new(IpAddr::V4(target), cport);
-            tasks.push(match s {
-                Bound::Tcp(l) => tokio::spawn(tcp(l, dst)),
-                Bound::Udp(u) => tokio::spawn(udp(Arc::new(u), dst)),
-            });
+            // Registered with the reactor of the proxy thread it will run on.
+            tasks.push(proxy_runtime().spawn(async move {
+                let e = match s {
+                    Bound::Tcp(l) => match TcpListener::from_std(l) {
+                        Ok(l) => return tcp(l, dst).await,
+                        Err(e) => e,
+                    },
+                    Bound::Udp(u) => match UdpSocket::from_std(u) {
+                        Ok(u) => return udp(Arc::new(u), dst).await,
+                        Err(e) => e,
+                    },
+                };
+                tracing::warn!(%dst, error = %e, "port proxy: cannot register the socket");
+            }));
         }
         self.tasks
             .lock()
@@ -142,17 +225,123 @@ async fn tcp(l: TcpListener, dst: SocketAddr) {
 /// direction carries on; an error in either direction closes both sockets.
 async fn forward(inbound: TcpStream, dst: SocketAddr) {
     let _ = inbound.set_nodelay(true);
-    let out = match TcpStream::connect(dst).await {
+    let out = match connect(dst).await {
         Ok(s) => s,
         Err(e) => {
             tracing::debug!(%dst, error = %e, "proxy: container port unreachable");
             return;
         }
     };
-    let _ = out.set_nodelay(true);
     if let Err(e) = tokio::try_join!(pump(&inbound, &out), pump(&out, &inbound)) {
         tracing::trace!(%dst, error = %e, "proxy: connection closed on error");
     }
+}
+
+/// How long a handshake with the container may take before the SYN is sent again, doubling per
+/// attempt; after the last one the kernel's own retransmissions (1 s, 2 s, …) take over.
+const SYN_RETRY: [Duration; 3] = [
+    Duration::from_millis(100),
+    Duration::from_millis(200),
+    Duration::from_millis(400),
+];
+
+/// Connect to the container. To a container on the local bridge the handshake takes
+/// microseconds and has usually completed inside connect(2) already (then no trip through the
+/// reactor is needed). When it has not after 100 ms, the SYN was dropped: the container's
+/// listen queue was full (busybox httpd listens with a backlog of 9, and a forking server falls
+/// behind under load). The kernel would send it again only after its initial RTO of 1 s, meant
+/// for paths of unknown RTT, so a client behind the proxy (docker-proxy included) waits a whole
+/// second; instead the attempt is dropped and a fresh SYN sent, after 100, 200, 400 ms. Closing
+/// a socket still in SYN-SENT sends nothing the server's application can see (a late SYN-ACK
+/// gets a reset; the server queues a connection only once the handshake's ACK arrives).
+async fn connect(dst: SocketAddr) -> std::io::Result<TcpStream> {
+    for wait in SYN_RETRY {
+        let s = connect_started(dst)?;
+        if s.peer_addr().is_ok() {
+            return Ok(s);
+        }
+        if tokio::time::timeout(wait, s.writable()).await.is_ok() || s.peer_addr().is_ok() {
+            return established(s);
+        }
+        tracing::trace!(%dst, ?wait, "proxy: no answer to the SYN, sending it again");
+    }
+    let s = connect_started(dst)?;
+    s.writable().await?;
+    established(s)
+}
+
+/// A connect that has finished: established, or refused/unreachable.
+fn established(s: TcpStream) -> std::io::Result<TcpStream> {
+    if let Some(e) = s.take_error()? {
+        return Err(e);
+    }
+    s.peer_addr()?;
+    Ok(s)
+}
+
+/// A non-blocking connect(2) to `dst`, started and not waited for.
+fn connect_started(dst: SocketAddr) -> std::io::Result<TcpStream> {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    let fam = if dst.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket(
+        fam,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let r = match dst {
+        SocketAddr::V4(a) => {
+            let sa = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: `fd` is a socket this function owns; the address is a fully initialised
+            // sockaddr_in on the stack, passed with its own size, and connect(2) only reads it.
+            unsafe {
+                libc::connect(
+                    fd.as_raw_fd(),
+                    (&sa as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            }
+        }
+        SocketAddr::V6(a) => {
+            let sa = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: as above, with a fully initialised sockaddr_in6.
+            unsafe {
+                libc::connect(
+                    fd.as_raw_fd(),
+                    (&sa as *const libc::sockaddr_in6).cast(),
+                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            }
+        }
+    };
+    if r != 0 {
+        let e = std::io::Error::last_os_error();
+        if !matches!(e.raw_os_error(), Some(libc::EINPROGRESS | libc::EINTR)) {
+            return Err(e);
+        }
+    }
+    let s = TcpStream::from_std(std::net::TcpStream::from(fd))?;
+    s.set_nodelay(true)?;
+    Ok(s)
 }
 
 /// First reads of a direction go through this userspace buffer; small exchanges (requests,
@@ -578,6 +767,65 @@ mod tests {
         assert!(got == down, "client got {} bytes", got.len());
         srv.await.unwrap();
         px.stop("bulk").await;
+    }
+
+    #[tokio::test]
+    async fn refused_container_port_closes_the_client() {
+        use tokio::io::AsyncReadExt;
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let cport = closed.local_addr().unwrap().port();
+        drop(closed);
+        let px = Proxies::default();
+        let b = Binding {
+            host_ip: "127.0.0.1".parse().unwrap(),
+            host_port: 0,
+            host_port_end: 0,
+            proto: "tcp".into(),
+            container_port: cport,
+        };
+        let port = px
+            .start("refused", "name", Ipv4Addr::LOCALHOST, &[b])
+            .await
+            .unwrap()[0]
+            .host_port;
+        let mut c = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut buf = [0u8; 1];
+        let r = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await;
+        assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "{r:?}");
+        px.stop("refused").await;
+    }
+
+    #[tokio::test]
+    async fn udp_round_trip() {
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let px = Proxies::default();
+        let b = Binding {
+            host_ip: "127.0.0.1".parse().unwrap(),
+            host_port: 0,
+            host_port_end: 0,
+            proto: "udp".into(),
+            container_port: server.local_addr().unwrap().port(),
+        };
+        let port = px
+            .start("udp", "name", Ipv4Addr::LOCALHOST, &[b])
+            .await
+            .unwrap()[0]
+            .host_port;
+        let srv = tokio::spawn(async move {
+            let mut b = [0u8; 64];
+            let (n, from) = server.recv_from(&mut b).await.unwrap();
+            server.send_to(&b[..n], from).await.unwrap();
+        });
+        let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        c.send_to(b"ping", ("127.0.0.1", port)).await.unwrap();
+        let mut b = [0u8; 64];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), c.recv_from(&mut b))
+            .await
+            .expect("the answer comes back through the proxy")
+            .unwrap();
+        assert_eq!(&b[..n], b"ping");
+        srv.await.unwrap();
+        px.stop("udp").await;
     }
 
     #[tokio::test]
