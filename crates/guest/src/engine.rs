@@ -83,6 +83,9 @@ impl Supervisor {
             .env("PATH", PATH)
             .env("HOME", "/root")
             .env("BERTH_SHIM_BIN", SHIM_BIN)
+            // `_ping`/`version` answer as soon as the store is open; the rest of the start-up
+            // (networks, containers) finishes behind them (docs/VM.md).
+            .env("BERTHD_EARLY_API", "1")
             .current_dir("/")
             .stdin(Stdio::null())
             .stdout(Stdio::from(self.log_pipe.try_clone()?))

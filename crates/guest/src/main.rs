@@ -175,7 +175,8 @@ async fn boot(params: BootParams, started: Instant) -> anyhow::Result<std::conve
     }
 
     tracing::debug!("listeners up");
-    // The share and the data disk in parallel; berthd needs both.
+    // The share and the data disk in parallel; berthd needs only the disk (the share matters
+    // once a container bind-mounts from it), so it starts as soon as the disk is mounted.
     let share = params.share.clone();
     let share_task = tokio::task::spawn_blocking(move || match share {
         Some(p) => match disk::mount_share(&p) {
@@ -194,7 +195,7 @@ async fn boot(params: BootParams, started: Instant) -> anyhow::Result<std::conve
             disk::mount_tmpfs()?;
         }
     }
-    let share = share_task.await.unwrap_or(None);
+    tracing::debug!("data disk ready");
 
     if !engine::installed() {
         tracing::error!("{} is missing from the image", engine::BERTHD_BIN);
@@ -208,8 +209,21 @@ async fn boot(params: BootParams, started: Instant) -> anyhow::Result<std::conve
         log_pipe: engine::start_log_forwarder()?,
     };
     let supervisor = tokio::spawn(supervisor.run());
-    tokio::spawn(report_ready(state_rx.clone(), started));
-    tokio::spawn(control.run_host_channel(state_rx));
+    // "Ready" (console line, control message) also means the share is mounted, so nothing
+    // bind-mounts from it before it is there.
+    let (share_tx, share_rx) = watch::channel(None::<Option<String>>);
+    tokio::spawn(async move {
+        let s = share_task.await.unwrap_or(None);
+        let _ = share_tx.send(Some(s));
+    });
+    {
+        let mut share_rx = share_rx.clone();
+        tokio::spawn(async move {
+            let _ = share_rx.wait_for(|v| v.is_some()).await;
+            tokio::spawn(report_ready(state_rx.clone(), started));
+            control.run_host_channel(state_rx).await
+        });
+    }
     if params.debug {
         tokio::spawn(debug_shell(reaper.clone(), shutdown.clone()));
     }
@@ -222,6 +236,12 @@ async fn boot(params: BootParams, started: Instant) -> anyhow::Result<std::conve
     {
         tracing::warn!("berthd's supervisor did not finish in time");
     }
+    let mut share_rx = share_rx;
+    let share = tokio::time::timeout(Duration::from_secs(5), share_rx.wait_for(|v| v.is_some()))
+        .await
+        .ok()
+        .and_then(|r| r.ok().and_then(|v| v.clone()))
+        .flatten();
     power::power_off(&reason, share.as_deref()).await
 }
 
