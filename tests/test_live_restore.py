@@ -144,7 +144,7 @@ def test_killed_shim(berthd):
     cid = inspect(berthd, "ksa")["Id"]
     os.kill(shim_pids(cid)[0], signal.SIGKILL)
     assert wait_for(lambda: inspect(berthd, "ksa")["RestartCount"] == 1
-                    and inspect(berthd, "ksa")["State"]["Running"], timeout=20)
+                    and inspect(berthd, "ksa")["State"]["Status"] == "running", timeout=20)
     assert berthd.docker("exec", "ksa", "true").returncode == 0
 
 
