@@ -280,10 +280,10 @@ fn early_service(ready: Ready, early: bool) -> axum::Router {
                     let get = req.method() == axum::http::Method::GET;
                     let head = req.method() == axum::http::Method::HEAD;
                     if early && path == "/_ping" && (get || head) {
-                        return early_ping();
+                        return crate::api::system::ping().await;
                     }
                     if early && path == "/version" && get {
-                        return axum::Json(early_version()).into_response();
+                        return crate::api::system::version().await.into_response();
                     }
                     match ready.wait_for(|r| r.is_some()).await {
                         Ok(r) => r.clone().unwrap_or_default(),
@@ -302,78 +302,6 @@ fn early_service(ready: Ready, early: bool) -> axum::Router {
             }
         }
     })
-}
-
-/// `GET /_ping` as `api::system` answers it.
-fn early_ping() -> axum::response::Response {
-    use axum::http::{HeaderMap, HeaderValue, StatusCode};
-    use axum::response::IntoResponse;
-    let mut h = HeaderMap::new();
-    h.insert("Builder-Version", HeaderValue::from_static("1"));
-    h.insert("Swarm", HeaderValue::from_static("inactive"));
-    h.insert(
-        "Cache-Control",
-        HeaderValue::from_static("no-cache, no-store, must-revalidate"),
-    );
-    h.insert("Pragma", HeaderValue::from_static("no-cache"));
-    h.insert(
-        "Content-Type",
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    (StatusCode::OK, h, "OK").into_response()
-}
-
-/// `GET /version` as `api::system` answers it (the same fields from the same constants; that
-/// handler takes over once the engine is up).
-fn early_version() -> bollard_stubs::models::SystemVersion {
-    use bollard_stubs::models::{SystemVersion, SystemVersionComponents, SystemVersionPlatform};
-    let (os, arch) = crate::images::pull::host_platform();
-    let kernel = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let compat = crate::api::system::DOCKER_COMPAT_VERSION;
-    SystemVersion {
-        platform: Some(SystemVersionPlatform {
-            name: format!("Berth {}", env!("CARGO_PKG_VERSION")),
-        }),
-        components: Some(vec![
-            SystemVersionComponents {
-                name: "Engine".into(),
-                version: compat.into(),
-                details: Some(
-                    [
-                        (
-                            "ApiVersion".to_string(),
-                            crate::api::API_VERSION.to_string(),
-                        ),
-                        (
-                            "MinAPIVersion".to_string(),
-                            crate::api::MIN_API_VERSION.to_string(),
-                        ),
-                        ("Os".to_string(), os.to_string()),
-                        ("Arch".to_string(), arch.to_string()),
-                        ("KernelVersion".to_string(), kernel.clone()),
-                    ]
-                    .into(),
-                ),
-            },
-            SystemVersionComponents {
-                name: "berthd".into(),
-                version: env!("CARGO_PKG_VERSION").into(),
-                details: None,
-            },
-        ]),
-        version: Some(compat.into()),
-        api_version: Some(crate::api::API_VERSION.into()),
-        min_api_version: Some(crate::api::MIN_API_VERSION.into()),
-        git_commit: Some(option_env!("BERTH_GIT_COMMIT").unwrap_or("unknown").into()),
-        go_version: Some(format!("rust (berthd {})", env!("CARGO_PKG_VERSION"))),
-        os: Some(os.into()),
-        arch: Some(arch.into()),
-        kernel_version: Some(kernel),
-        experimental: Some(false),
-        build_time: None,
-    }
 }
 
 /// Milliseconds since `t`, for the start-up phases log line.
@@ -415,34 +343,28 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let server = tokio::spawn(async move { server.await });
     tracing::info!(ms = ms(t0), early, "API socket bound");
 
+    // A failed start stops the early API server and removes what it made.
+    let stop_early = |e| {
+        let _ = stop_tx.send(true);
+        server.abort();
+        if !cfg.socket.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&cfg.socket);
+        }
+        let _ = std::fs::remove_file(&cfg.pidfile);
+        e
+    };
     let store = match Store::open(&cfg.data_root.join("berth.db"))
         .await
         .context("opening the store")
     {
         Ok(s) => s,
-        Err(e) => {
-            let _ = stop_tx.send(true);
-            server.abort();
-            if !cfg.socket.as_os_str().is_empty() {
-                let _ = std::fs::remove_file(&cfg.socket);
-            }
-            let _ = std::fs::remove_file(&cfg.pidfile);
-            return Err(e);
-        }
+        Err(e) => return Err(stop_early(e)),
     };
     let t_store = ms(t0);
 
     let engine = match open_engine(&cfg, store, t0, t_store).await {
         Ok(e) => e,
-        Err(e) => {
-            let _ = stop_tx.send(true);
-            server.abort();
-            if !cfg.socket.as_os_str().is_empty() {
-                let _ = std::fs::remove_file(&cfg.socket);
-            }
-            let _ = std::fs::remove_file(&cfg.pidfile);
-            return Err(e);
-        }
+        Err(e) => return Err(stop_early(e)),
     };
     // Containers that ran while berthd was down: reattach, record exits, apply restart policies.
     let restoring = engine.containers.clone();

@@ -651,21 +651,7 @@ async fn attach(
 ) -> Result<Response> {
     let c = e.containers.get(&id).await?;
     let tty = c.rec.read().await.config.tty.unwrap_or(false);
-    if let Some(k) = p.get("detachKeys").filter(|k| !k.is_empty()) {
-        crate::containers::attach::parse_detach_keys(k)?;
-    }
-    let o = AttachOpts {
-        stdin: p.bool("stdin"),
-        stdout: p.bool("stdout"),
-        stderr: p.bool("stderr"),
-        logs: p.bool("logs"),
-        stream: p.bool("stream"),
-        detach_keys: p
-            .get("detachKeys")
-            .filter(|k| !k.is_empty())
-            .map(String::from),
-        raw: false,
-    };
+    let o = attach_opts(&p, false, false)?;
     let svc = e.containers.clone();
     let pending = crate::containers::attach::PendingAttach::register(&c);
     Ok(hijack(req, content_type(!tty, v), move |io| async move {
@@ -673,6 +659,24 @@ async fn attach(
             tracing::debug!(error = %err, "attach ended");
         }
     }))
+}
+
+/// The attach query of both attach endpoints; `all` selects every stream whatever the query
+/// says, `raw` never multiplexes.
+fn attach_opts(p: &Params, all: bool, raw: bool) -> Result<AttachOpts> {
+    let detach_keys = p.get("detachKeys").filter(|k| !k.is_empty());
+    if let Some(k) = detach_keys {
+        crate::containers::attach::parse_detach_keys(k)?;
+    }
+    Ok(AttachOpts {
+        stdin: all || p.bool("stdin"),
+        stdout: all || p.bool("stdout"),
+        stderr: all || p.bool("stderr"),
+        logs: p.bool("logs"),
+        stream: p.bool("stream"),
+        detach_keys: detach_keys.map(String::from),
+        raw,
+    })
 }
 
 /// `GET /containers/{id}/attach/ws`: attach over a WebSocket, as dockerd serves it: stdin
@@ -686,22 +690,7 @@ async fn attach_ws(
     req: Request,
 ) -> Result<Response> {
     let c = e.containers.get(&id).await?;
-    if let Some(k) = p.get("detachKeys").filter(|k| !k.is_empty()) {
-        crate::containers::attach::parse_detach_keys(k)?;
-    }
-    let all = !v.at_least(1, 42);
-    let o = AttachOpts {
-        stdin: all || p.bool("stdin"),
-        stdout: all || p.bool("stdout"),
-        stderr: all || p.bool("stderr"),
-        logs: p.bool("logs"),
-        stream: p.bool("stream"),
-        detach_keys: p
-            .get("detachKeys")
-            .filter(|k| !k.is_empty())
-            .map(String::from),
-        raw: true,
-    };
+    let o = attach_opts(&p, !v.at_least(1, 42), true)?;
     let svc = e.containers.clone();
     let pending = crate::containers::attach::PendingAttach::register(&c);
     Ok(super::hijack::websocket(

@@ -32,7 +32,7 @@ pub fn routes() -> Router<Arc<Engine>> {
         .route("/configs", get(not_swarm))
 }
 
-async fn ping() -> Response {
+pub(crate) async fn ping() -> Response {
     let mut h = HeaderMap::new();
     h.insert("Builder-Version", HeaderValue::from_static("1"));
     h.insert("Swarm", HeaderValue::from_static("inactive"));
@@ -57,7 +57,7 @@ fn kernel_version() -> String {
         .unwrap_or_default()
 }
 
-async fn version() -> Json<SystemVersion> {
+pub(crate) async fn version() -> Json<SystemVersion> {
     let (os, arch) = crate::images::pull::host_platform();
     Json(SystemVersion {
         platform: Some(SystemVersionPlatform {

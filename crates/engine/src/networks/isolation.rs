@@ -9,7 +9,7 @@
 //! rule of a bridge lets cross-network traffic through. IPv6 networks get the same rules in
 //! ip6tables, with their bridge's forwarding rules.
 
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 
 pub const STAGE1: &str = "BERTH-ISOLATION-STAGE-1";
 pub const STAGE2: &str = "BERTH-ISOLATION-STAGE-2";
@@ -17,19 +17,7 @@ pub const STAGE2: &str = "BERTH-ISOLATION-STAGE-2";
 async fn tables(prog: &str, args: &[&str]) -> Result<String> {
     let mut all = vec!["-w", "5"];
     all.extend_from_slice(args);
-    let out = tokio::process::Command::new(prog)
-        .args(&all)
-        .output()
-        .await
-        .map_err(|e| EngineError::Internal(format!("running {prog}: {e}")))?;
-    if !out.status.success() {
-        return Err(EngineError::Internal(format!(
-            "{prog} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    super::link::run(prog, &all).await
 }
 
 /// One rule: (chain, match and target).

@@ -29,14 +29,12 @@ use std::sync::{LazyLock, Mutex};
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 
-// A child of this module, so networks/mod.rs (owned elsewhere) need not change to have it.
-#[path = "netlink.rs"]
-pub mod netlink;
-
+use super::netlink;
 use crate::error::{EngineError, Result};
 use netlink::{LinkChange, Socket};
 
-async fn run(prog: &str, args: &[&str]) -> Result<String> {
+/// Runs a helper program and returns its stdout; a failure carries its stderr.
+pub(crate) async fn run(prog: &str, args: &[&str]) -> Result<String> {
     run_with_input(prog, args, None).await
 }
 
@@ -72,13 +70,6 @@ async fn run_with_input(prog: &str, args: &[&str], input: Option<&str>) -> Resul
         )));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Run iproute2's `ip` (for what the netlink calls here do not cover; nothing in berthd's
-/// start or container start-up path uses it).
-#[allow(dead_code)] // API for callers still on `ip`
-pub async fn ip(args: &[&str]) -> Result<String> {
-    run("ip", args).await
 }
 
 /// Run `f` (netlink calls: short, but blocking) off the async threads; its error becomes

@@ -7,6 +7,7 @@ pub mod dns;
 pub mod ipv6;
 pub mod isolation;
 pub mod link;
+pub mod netlink;
 pub mod proxy;
 
 use std::collections::HashMap;
