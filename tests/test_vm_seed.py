@@ -23,7 +23,6 @@ BERTH_VM_SEED=0 skips it.
 from __future__ import annotations
 
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -32,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from lib.berthd import CommandFailed, docker_cli
+from lib.berthd import Berthd
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "compat"))
 import test_seed_walkthrough as seed  # noqa: E402
@@ -67,19 +66,9 @@ class VmEngine:
                     "DOCKER_CLI_HINTS": "false", "NO_COLOR": "1"})
         return env
 
-    def docker(self, *args, input=None, check: bool = True, timeout: float = 600,
-               binary_input: bool = False) -> subprocess.CompletedProcess:
-        cmd = [docker_cli(), *map(str, args)]
-        try:
-            cp = subprocess.run(cmd, input=input, capture_output=True, text=not binary_input,
-                                env=self.docker_env(), timeout=timeout, cwd=self.tmp)
-        except subprocess.TimeoutExpired as e:
-            raise CommandFailed(f"`{shlex.join(cmd[1:])}` timed out after {timeout}s\n"
-                                f"stdout: {e.stdout!r}\nstderr: {e.stderr!r}") from None
-        if check and cp.returncode != 0:
-            raise CommandFailed(f"`docker {shlex.join(cmd[1:])}` exited {cp.returncode}\n"
-                                f"stdout:\n{cp.stdout}\nstderr:\n{cp.stderr}")
-        return cp
+    def docker(self, *args, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
+        """Berthd.docker against the VM's socket (with TCG's longer timeout)."""
+        return Berthd.docker(self, *args, timeout=timeout, **kw)
 
     def reset(self):
         """Back to an empty engine, as each native section starts."""
