@@ -854,6 +854,13 @@ def test_log_drivers(berthd):
     assert berthd.api("GET", "/containers/lnone/logs?stdout=1").status == 501
     # `docker run` without -d attaches: the output still reaches the client.
     assert run(berthd, "--rm", "--log-driver", "none", "busybox", "echo", "live").stdout == "live\n"
+    # As dockerd: only a started json-file container exposes its log file.
+    berthd.docker("create", "--name", "nolog", "--log-driver", "none", "busybox", "true")
+    berthd.docker("create", "--name", "notyet", "busybox", "true")
+    assert inspect(berthd, "nolog")["LogPath"] == "" and inspect(berthd, "notyet")["LogPath"] == ""
+    berthd.docker("start", "nolog", "notyet")
+    assert inspect(berthd, "nolog")["LogPath"] == ""
+    assert inspect(berthd, "notyet")["LogPath"].endswith("-json.log")
 
 
 def test_restarting_state_and_rm(berthd):
@@ -864,6 +871,11 @@ def test_restarting_state_and_rm(berthd):
     assert wait_for(lambda: inspect(berthd, "rs")["State"]["Restarting"], timeout=30)
     st = inspect(berthd, "rs")["State"]
     assert st["Status"] == "restarting" and st["ExitCode"] == 3
+    # As dockerd: a restarting container counts as running, with no process.
+    assert st["Running"] is True and st["Pid"] == 0
+    # ...so plain `docker ps` lists it, as "Restarting (3) ... ago".
+    assert wait_for(lambda: berthd.docker("ps", "--filter", "name=rs", "--format", "{{.Status}}")
+                    .stdout.startswith("Restarting (3) "), timeout=30)
     # Held in the back-off: `rm` without force is refused, whatever the timing.
     cid = inspect(berthd, "rs")["Id"]
     cp = berthd.docker("rm", "rs", check=False)

@@ -240,7 +240,16 @@ fn doctor_healthy_engine() {
         "true",
     ]);
     assert_eq!(run.code, 0, "{run:?}");
-    let out = env.berth(&["doctor"]);
+    // `nc` starts listening a moment after `run -d` returns: give it a few
+    // seconds before the port check has to pass.
+    let mut out = env.berth(&["doctor"]);
+    for _ in 0..50 {
+        if out.code == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        out = env.berth(&["doctor"]);
+    }
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains("Container web: port"), "{out:?}");
 }

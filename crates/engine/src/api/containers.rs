@@ -214,7 +214,8 @@ pub async fn inspect_value(e: &Engine, c: &Container, size: bool) -> Value {
         "Args": r.args,
         "State": {
             "Status": r.state.status.as_str(),
-            "Running": r.state.status.is_alive(),
+            // As dockerd: a restarting container is still "running" (and restarting).
+            "Running": r.state.status.is_alive() || r.state.status == Status::Restarting,
             "Paused": r.state.status == Status::Paused,
             "Restarting": r.state.status == Status::Restarting,
             "OOMKilled": r.state.oom_killed,
@@ -229,7 +230,14 @@ pub async fn inspect_value(e: &Engine, c: &Container, size: bool) -> Value {
         "ResolvConfPath": dir.join("resolv.conf"),
         "HostnamePath": dir.join("hostname"),
         "HostsPath": dir.join("hosts"),
-        "LogPath": e.containers.log_path(&r.id),
+        // As dockerd: only the json-file driver exposes its file, once the logger started.
+        "LogPath": if r.has_been_started
+            && r.host_config.log_config.as_ref().and_then(|l| l.typ.as_deref()).unwrap_or("json-file") == "json-file"
+        {
+            e.containers.log_path(&r.id).display().to_string()
+        } else {
+            String::new()
+        },
         "Name": format!("/{}", r.name),
         "RestartCount": r.restart_count,
         "Driver": "overlay2",
@@ -450,8 +458,15 @@ async fn list(State(e): State<Arc<Engine>>, p: Params) -> Result<Json<Vec<Value>
 async fn create(
     State(e): State<Arc<Engine>>,
     p: Params,
-    Json(body): Json<ContainerCreateBody>,
+    v: ApiVersion,
+    Json(mut raw): Json<Value>,
 ) -> Result<Response> {
+    if !v.at_least(1, 44) {
+        crate::containers::net::legacy_mac_address(&mut raw);
+    }
+    let body: ContainerCreateBody = serde_json::from_value(raw).map_err(|err| {
+        EngineError::invalid(format!("Failed to deserialize the JSON body: {err}"))
+    })?;
     let (id, warnings) = e.containers.create(p.get("name"), body).await?;
     Ok((
         StatusCode::CREATED,

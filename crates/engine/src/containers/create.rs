@@ -201,6 +201,11 @@ impl ContainerService {
             }
         };
         ph.mark("mounts");
+        // Inspect of a created container shows the endpoints it was configured with.
+        let rec = Record {
+            network_settings: self.configured_network_settings(&rec).await,
+            ..rec
+        };
         if let Err(e) = self.save(&rec).await {
             let _ = std::fs::remove_dir_all(self.dir(&id));
             return Err(e);

@@ -910,7 +910,6 @@ impl ContainerService {
 /// top-level `MacAddress`); as dockerd, it becomes the MAC address of the NetworkMode
 /// network's endpoint, unless that endpoint names one itself. Applied to the raw create
 /// body by `api/containers.rs` before it is typed (the typed body has no such field).
-#[allow(dead_code)] // until the create handler calls it (one line there)
 pub fn legacy_mac_address(body: &mut Value) {
     let Some(mac) = body
         .get("MacAddress")
