@@ -1,7 +1,10 @@
-"""Published ports through berthd's userspace proxy (issue #4): -p, -P, ranges, UDP,
+"""Published ports through berthd's userspace proxy and, for the host's own connections,
+its DNAT rules (issue #4): -p, -P, ranges, UDP,
 `docker port`, conflicts, ports freed on stop and brought back after an engine restart."""
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -220,6 +223,33 @@ def test_ports_survive_engine_restart(berthd, udpecho):
     assert not listening(port)
     berthd.start()
     assert wait_for(lambda: http_get(port) == "live\n")
+
+
+def _nat_rules(berthd):
+    out = subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True).stdout
+    return [l for l in out.splitlines() if "DNAT" in l and l.startswith("-A BERTH-PORTS")]
+
+
+def test_host_connections_take_the_kernel_path(berthd):
+    """The host's own connections to a published port are DNATed straight to the container
+    (networks/nat.rs): they work while berthd itself is frozen, and stop with the container."""
+    port = free_port()
+    berthd.docker("run", "-d", "--name", "kp", "-p", f"127.0.0.1:{port}:80", "busybox", "sh",
+                  "-c", HTTPD.format(text="kernel-path", port=80))
+    cid = berthd.docker("inspect", "-f", "{{.Id}}", "kp").stdout.strip()
+    assert wait_for(lambda: http_get(port) == "kernel-path\n")
+    mine = [l for l in _nat_rules(berthd) if cid[:12] in l]
+    assert len(mine) == 1 and f"--dport {port} " in mine[0] and "-d 127.0.0.1/32" in mine[0], mine
+    # The userspace proxy cannot answer while berthd is stopped; the kernel path does.
+    os.kill(berthd.pid, signal.SIGSTOP)
+    try:
+        assert http_get(port) == "kernel-path\n"
+    finally:
+        os.kill(berthd.pid, signal.SIGCONT)
+    berthd.docker("stop", "-t", "0", "kp")
+    assert not [l for l in _nat_rules(berthd) if cid[:12] in l]
+    with pytest.raises(OSError):
+        http_get(port)
 
 
 def test_bad_port_specs(berthd):

@@ -491,6 +491,7 @@ impl ContainerService {
             self.networks.proxies.stop(&r.id).await;
             return Err(e);
         }
+        self.networks.nat.add(&r.id, ip, &bound).await;
         let ports = ports_json(&r.config.exposed_ports.clone().unwrap_or_default(), &bound);
         let primary_ep = endpoints.get(&primary.name).cloned().unwrap_or(Value::Null);
         let settings = json!({
@@ -522,6 +523,7 @@ impl ContainerService {
     }
 
     pub(crate) async fn net_teardown(&self, id: &str) {
+        self.networks.nat.remove(id).await;
         self.networks.proxies.stop(id).await;
         self.networks.announcer.withdraw(id).await;
         // Only a container on a network has a namespace of its own to delete (no `ip` to
@@ -680,6 +682,7 @@ impl ContainerService {
                 if let Err(e) = self.networks.announcer.announce(&r.id, &bound).await {
                     tracing::warn!(container = %r.id, error = %e, "host refused restored ports");
                 }
+                self.networks.nat.add(&r.id, ip, &bound).await;
             }
             Err(e) => {
                 tracing::warn!(container = %r.id, error = %e, "could not restore published ports")

@@ -403,6 +403,13 @@ fn bridge_rules(
             "POSTROUTING",
             format!("-s {subnet} ! -o {bridge} -j MASQUERADE"),
         ));
+        // Host connections DNATed to a container (published ports, `super::nat`) leave with
+        // the host's source address, 127.0.0.1 included: the container sees the gateway's.
+        r.push((
+            "nat",
+            "POSTROUTING",
+            format!("-o {bridge} -m addrtype --src-type LOCAL -j MASQUERADE"),
+        ));
     }
     r
 }
@@ -484,6 +491,14 @@ fn present_rules(
 }
 
 /// The tables' rules, one program run (tables not loaded yet are simply absent).
+/// `iptables-restore --noflush` of a prepared input (tables, commands, `COMMIT`s).
+pub(crate) async fn iptables_restore_text(input: &str) -> Result<()> {
+    tracing::debug!(rules = %input, "iptables-restore --noflush");
+    run_with_input("iptables-restore", &["-w", "5", "--noflush"], Some(input))
+        .await
+        .map(|_| ())
+}
+
 async fn iptables_save() -> Result<String> {
     run("iptables-save", &[]).await
 }
@@ -607,6 +622,12 @@ pub async fn rules_ready(bridge: &str) {
 pub async fn ensure_bridge_rules(subnet: &str, bridge: &str, internal: bool) {
     if !internal {
         let _ = tokio::fs::write("/proc/sys/net/ipv4/ip_forward", "1").await;
+        // 127.0.0.1 DNATed to a container may leave on the bridge (`super::nat`).
+        let _ = tokio::fs::write(
+            format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet"),
+            "1",
+        )
+        .await;
     }
     let key = (subnet.to_string(), internal);
     if lock(&RULES_DONE).get(bridge) == Some(&key) {
@@ -719,22 +740,28 @@ COMMIT
     fn adds_only_what_is_missing() {
         let rules = bridge_rules("172.17.0.0/16", "br0", false);
         let add = missing_rules(&rules, SAVE);
+        let local = "-A POSTROUTING -o br0 -m addrtype --src-type LOCAL -j MASQUERADE";
         assert_eq!(
             add,
-            vec![("filter", "-I FORWARD -i br0 ! -o br0 -j ACCEPT".to_string())]
+            vec![
+                ("filter", "-I FORWARD -i br0 ! -o br0 -j ACCEPT".to_string()),
+                ("nat", local.to_string())
+            ]
         );
         assert_eq!(
             restore_input(&add),
-            "*filter\n-I FORWARD -i br0 ! -o br0 -j ACCEPT\nCOMMIT\n"
+            format!(
+                "*filter\n-I FORWARD -i br0 ! -o br0 -j ACCEPT\nCOMMIT\n*nat\n{local}\nCOMMIT\n"
+            )
         );
-        assert!(missing_rules(&rules, SAVE).len() == 1);
+        assert!(missing_rules(&rules, SAVE).len() == 2);
         // Another subnet's MASQUERADE is not ours; a rule in the wrong table does not count.
         let other = bridge_rules("10.64.0.0/20", "br0", false);
         assert!(missing_rules(&other, SAVE)
             .iter()
             .any(|(t, l)| *t == "nat"
                 && l == "-A POSTROUTING -s 10.64.0.0/20 ! -o br0 -j MASQUERADE"));
-        assert_eq!(missing_rules(&rules, "").len(), 4);
+        assert_eq!(missing_rules(&rules, "").len(), 5);
         assert_eq!(bridge_rules("10.0.0.0/8", "b", true).len(), 1);
     }
 

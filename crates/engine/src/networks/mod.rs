@@ -1,12 +1,14 @@
 //! Networks: the default `bridge`, `host` and `none`, and user-defined bridge networks with an
 //! embedded DNS server. Endpoints (veth + address in the container's netns) are made by the
-//! container service through `attach`/`detach`; published ports go through `proxy`.
+//! container service through `attach`/`detach`; published ports go through `proxy`, and the
+//! host's own connections to them through `nat`'s DNAT rules.
 
 pub mod announce;
 pub mod dns;
 pub mod ipv6;
 pub mod isolation;
 pub mod link;
+pub mod nat;
 pub mod netlink;
 pub mod proxy;
 
@@ -438,6 +440,8 @@ pub struct NetworkService {
     isolated: Mutex<HashMap<String, IsolationJob>>,
     pub names: Arc<dns::Table>,
     pub proxies: proxy::Proxies,
+    /// Published ports' kernel path for the host's own connections.
+    pub nat: nat::PortNat,
     /// VM mode: published ports announced to the host (docs/VM.md).
     pub announcer: announce::Announcer,
 }
@@ -459,6 +463,10 @@ impl NetworkService {
             isolated: Mutex::new(Default::default()),
             names: Arc::new(dns::Table::default()),
             proxies: Default::default(),
+            nat: nat::PortNat::new(
+                &crate::util::digest_hex(&h)[..8],
+                data_root == std::path::Path::new("/var/lib/berth"),
+            ),
             announcer: announce::Announcer::new(port_announce),
         });
         {
@@ -466,6 +474,10 @@ impl NetworkService {
             svc.ensure_defaults().await?;
         }
         svc.adopt().await;
+        // Empty this engine's port chain before any port comes back (off the start-up path:
+        // the first container with ports waits for it).
+        let s = svc.clone();
+        tokio::spawn(async move { s.nat.init().await });
         Ok(svc)
     }
 
