@@ -225,6 +225,12 @@ def test_ports_survive_engine_restart(berthd, udpecho):
     assert wait_for(lambda: http_get(port) == "live\n")
 
 
+def berthd_tag(berthd):
+    """The engine's per-data-root tag (networks/mod.rs: sha256 of the data root, 8 hex)."""
+    import hashlib
+    return hashlib.sha256(berthd.data_root.encode()).hexdigest()[:8]
+
+
 def _nat_rules(berthd):
     out = subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True).stdout
     return [l for l in out.splitlines() if "DNAT" in l and l.startswith("-A BERTH-PORTS")]
@@ -250,6 +256,12 @@ def test_host_connections_take_the_kernel_path(berthd):
     assert not [l for l in _nat_rules(berthd) if cid[:12] in l]
     with pytest.raises(OSError):
         http_get(port)
+    # With no ports left, the engine's chain and its jump go when it stops.
+    berthd.docker("rm", "kp")
+    berthd.stop()
+    chain = f"BERTH-PORTS-{berthd_tag(berthd)}"
+    save = subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True).stdout
+    assert chain not in save
 
 
 def test_bad_port_specs(berthd):

@@ -1026,6 +1026,7 @@ impl NetworkService {
 
     /// On engine stop: bridges without running endpoints are removed (made again on demand).
     pub async fn shutdown(&self, busy: &[String]) {
+        self.nat.shutdown().await;
         if let Ok(all) = self.list().await {
             let _lock = link::host_lock().await;
             for n in all {

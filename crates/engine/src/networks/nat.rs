@@ -106,6 +106,27 @@ impl PortNat {
             tracing::warn!(container, error = %e, "published ports: could not remove DNAT rules");
         }
     }
+
+    /// On engine stop: with no container's ports left, the chain and its jump go too (dockerd
+    /// leaves its own; an engine per test data root would leave one each). Ports of containers
+    /// that keep running (live restore) keep theirs until the engine is back.
+    pub async fn shutdown(&self) {
+        // Waits for a start-up `init` still under way (it would make the chain after us).
+        if !lock(&self.rules).is_empty() || !self.init().await {
+            return;
+        }
+        let c = self.chain.as_str();
+        let jump = ["-m", "addrtype", "--dst-type", "LOCAL", "-j", c];
+        let del: Vec<&str> = ["-w", "5", "-t", "nat", "-D", "OUTPUT"]
+            .into_iter()
+            .chain(jump)
+            .collect();
+        while run("iptables", &del).await.is_ok() {}
+        let _ = run("iptables", &["-w", "5", "-t", "nat", "-F", c]).await;
+        if let Err(e) = run("iptables", &["-w", "5", "-t", "nat", "-X", c]).await {
+            tracing::debug!(error = %e, chain = c, "could not delete the port chain");
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
