@@ -219,6 +219,24 @@ def test_attach_docker_py_stream_and_resize(berthd):
     assert r.status == 404
 
 
+def test_attach_logs_no_stream_docker_py(berthd):
+    # docker-py's attach(stream=False, logs=True) of an exited container (its own
+    # test_attach_no_stream): the log must reach it every time. Without berthd's pause after
+    # the 101, the bytes sent with the response head were lost to docker-py in ~5 of 100.
+    berthd.docker("pull", "busybox")
+    c = berthd.client()
+    bad = []
+    for i in range(40):
+        ctr = c.api.create_container("busybox", "echo hello")
+        c.api.start(ctr)
+        c.api.wait(ctr, condition="not-running")
+        out = c.api.attach(ctr, stream=False, logs=True)
+        if out != b"hello\n":
+            bad.append((i, out))
+        c.api.remove_container(ctr)
+    assert not bad, bad
+
+
 def test_attach_to_stopped_container_refused(berthd):
     run(berthd, "--name", "st", "busybox", "true")
     cp = berthd.docker("attach", "st", check=False, timeout=20)

@@ -251,6 +251,13 @@ impl ContainerService {
             )
         };
         let detach = parse_detach_keys(detach_default.as_deref().unwrap_or("ctrl-p,ctrl-q"))?;
+        if o.logs && !o.stream {
+            // A one-shot read of the logs over an upgraded connection: docker-py reads the 101
+            // through a buffered reader, then the raw socket, so bytes that arrive with the
+            // response head are lost to it (5 in 100 here). dockerd's slower log reader hides
+            // that race; give the client a moment to take the head alone.
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         if o.logs {
             let (tx, mut rx) = tokio::sync::mpsc::channel(64);
             let svc = self.clone();
