@@ -233,18 +233,18 @@ fn doctor_healthy_engine() {
         "127.0.0.1::8080",
         "busybox",
         "nc",
-        "-lk",
+        "-ll",
         "-p",
         "8080",
         "-e",
         "true",
     ]);
     assert_eq!(run.code, 0, "{run:?}");
-    // `nc` starts listening a moment after `run -d` returns: give it a few
-    // seconds before the port check has to pass.
+    // busybox `nc -ll -e` is a persistent server; it starts listening a moment
+    // after `run -d` returns: give it a few seconds to pass the port check.
     let mut out = env.berth(&["doctor"]);
     for _ in 0..50 {
-        if out.code == 0 {
+        if out.code == 0 && out.stdout.contains("Container web: port") {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
