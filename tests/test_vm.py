@@ -13,6 +13,7 @@ builds it before pytest and passes BERTH_VM_KERNEL/BERTH_VM_INITRD.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -57,11 +58,11 @@ def _free_port() -> int:
 
 
 class Vm:
-    def __init__(self, registry_port: int):
+    def __init__(self, registry_port: int | None, image: tuple[str, str] | None = None):
         self.home = tempfile.mkdtemp(prefix="berth-vm-")
         self.share = os.path.join(self.home, "share")
         os.makedirs(self.share)
-        self.kernel, self.initrd = _vm_image()
+        self.kernel, self.initrd = image or _vm_image()
         self.env = dict(os.environ, BERTH_HOME=os.path.join(self.home, ".berth"),
                         DOCKER_CONFIG=os.path.join(self.home, "docker-config"))
         self.env.pop("DOCKER_HOST", None)
@@ -76,13 +77,14 @@ class Vm:
                                  f"\n--- console:\n{self.console()[-3000:]}")
         return r
 
-    def start(self):
+    def start(self, *extra):
+        registry = [] if self.registry_port is None else [
+            "--registry-mirror", f"http://10.0.2.2:{self.registry_port}",
+            "--insecure-registry", f"10.0.2.2:{self.registry_port}"]
         return self.berth(
             "vm", "start", "--kernel", self.kernel, "--initrd", self.initrd,
             "--cpus", "2", "--memory", "1536", "--disk", "8", "--accel", "tcg",
-            "--share", self.share,
-            "--registry-mirror", f"http://10.0.2.2:{self.registry_port}",
-            "--insecure-registry", f"10.0.2.2:{self.registry_port}", "--timeout", "400")
+            "--share", self.share, *registry, "--timeout", "400", *extra)
 
     def docker(self, *args, check=True, timeout=300, input=None):
         r = subprocess.run([docker_cli(), "-H", f"unix://{self.socket}", *args], env=self.env,
@@ -255,3 +257,131 @@ def test_vm_start_without_image_says_why(tmp_path):
     assert "nokernel does not exist" in r.stderr, r.stderr
     r = subprocess.run([BERTH, "vm", "status"], env=env, capture_output=True, text=True)
     assert r.returncode in (1, 3) and "State:" in r.stdout
+
+
+# ---- the arm64 image (docs/VM.md "aarch64") ---------------------------------------------------
+
+VM_CACHE = os.environ.get("BERTH_VM_CACHE", "/var/cache/berth-vm")
+
+
+def _aarch64_image() -> tuple[tuple[str, str] | None, str]:
+    """The arm64 kernel `Image` and initramfs to boot, or None and why not. Never builds a
+    kernel: BERTH_VM_AARCH64_KERNEL/_INITRD, else (BERTH_VM_AARCH64_BUILD=1) vm-image/build
+    --arch aarch64 when the kernel for kernel/aarch64.config is already cached (it then only
+    cross-builds berth-guest/berthd and packs the initramfs), else the newest aarch64 image in
+    the cache as last built (its berthd may be older than the tree)."""
+    k, i = os.environ.get("BERTH_VM_AARCH64_KERNEL"), os.environ.get("BERTH_VM_AARCH64_INITRD")
+    if k and i:
+        return (k, i), "from BERTH_VM_AARCH64_KERNEL/_INITRD"
+    if os.environ.get("BERTH_VM_AARCH64_BUILD") == "1":
+        with open(os.path.join(REPO, "vm-image", "kernel", "aarch64.config"), "rb") as f:
+            fragment = f.read()
+        cached = False
+        for d in glob.glob(os.path.join(VM_CACHE, "kernel-*")):
+            try:
+                with open(os.path.join(d, "arch")) as a, \
+                        open(os.path.join(d, "fragment.config"), "rb") as fr:
+                    cached |= a.read().strip() == "aarch64" and fr.read() == fragment \
+                        and os.path.exists(os.path.join(d, "Image"))
+            except OSError:
+                pass
+        if not cached:
+            return None, ("no cached aarch64 kernel for vm-image/kernel/aarch64.config: build it "
+                          "once with `vm-image/build --arch aarch64` (~30 min); a test run never does")
+        out = subprocess.run([os.path.join(REPO, "vm-image", "build"), "--arch", "aarch64"],
+                             check=True, stdout=subprocess.PIPE, text=True).stdout
+        vals = dict(l.split("=", 1) for l in out.splitlines() if "=" in l)
+        return (vals["KERNEL"], vals["INITRD"]), "vm-image/build --arch aarch64 (cached kernel)"
+    found = []
+    for d in glob.glob(os.path.join(VM_CACHE, "image-*")):
+        try:
+            with open(os.path.join(d, ".arch")) as a:
+                if a.read().strip() != "aarch64":
+                    continue
+        except OSError:
+            continue
+        k, i = os.path.join(d, "Image"), os.path.join(d, "initrd.img")
+        if os.path.exists(k) and os.path.exists(i):
+            found.append((os.path.getmtime(i), k, i))
+    if not found:
+        return None, (f"no aarch64 VM image in {VM_CACHE} (vm-image/build --arch aarch64 builds "
+                      "one, ~30 min the first time; set BERTH_VM_AARCH64_KERNEL/_INITRD to use another)")
+    _, k, i = max(found)
+    return (k, i), f"newest cached aarch64 image {os.path.dirname(k)}"
+
+
+@pytest.mark.slow
+def test_vm_aarch64_image_under_tcg():
+    """`berth vm start` boots the cross-built arm64 image with qemu-system-aarch64 -M virt (TCG
+    on this x86_64 host): the API over vsock (/_ping, docker version), a container built and run
+    in the VM (stdin's EOF crosses the framed vsock stream), a published port, 9p, clean stop."""
+    if os.environ.get("BERTH_VM_AARCH64") == "0":
+        pytest.skip("BERTH_VM_AARCH64=0")
+    if not shutil.which("qemu-system-aarch64"):
+        pytest.skip("qemu-system-aarch64 is not installed (apt-get install qemu-system-arm)")
+    image, how = _aarch64_image()
+    if image is None:
+        print(f"skipping the aarch64 VM test: {how}")
+        pytest.skip(how)
+    print(f"aarch64 image: {how}: {image[0]} {image[1]}")
+    if not os.path.exists(BERTH):
+        subprocess.run(["cargo", "build", "-q", "-p", "berth-cli"], cwd=REPO, check=True)
+    vm = Vm(None, image)
+    try:
+        t0 = time.time()
+        out = vm.start().stdout
+        assert "VM started" in out, out
+        st = vm.state()
+        assert st["state"] == "running" and st["engine_answering"], st
+        print(f"aarch64: boot to engine ready {st['boot_ms']} ms, `berth vm start` "
+              f"{time.time() - t0:.1f} s (QEMU TCG)")
+        with open(f"/proc/{st['vm_pid']}/cmdline", "rb") as f:
+            argv = f.read().decode().split("\0")
+        assert os.path.basename(argv[0]) == "qemu-system-aarch64", argv
+        assert argv[argv.index("-M") + 1].startswith("virt,"), argv
+        assert "vhost-user-vsock-device,chardev=vsock" in argv, argv
+
+        # -- the Docker API over vsock: _ping and version through the host socket
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(30)
+            s.connect(vm.socket)
+            s.sendall(b"GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+            resp = b""
+            while chunk := s.recv(4096):
+                resp += chunk
+        assert resp.startswith(b"HTTP/1.1 200") and resp.endswith(b"\r\n\r\nOK"), resp
+        v = json.loads(vm.docker("version", "--format", "{{json .Server}}").stdout)
+        assert (v["Os"], v["Arch"]) == ("linux", "arm64"), v
+        assert vm.docker("info", "--format", "{{.Architecture}}").stdout.strip() == "aarch64"
+        r = vm.berth("vm", "ssh", "--", "uname", "-m")
+        assert r.stdout == "aarch64\n", r.stdout
+
+        # -- an arm64 image made from the guest's own static busybox, over the 9p share
+        ctx = os.path.join(vm.share, "ctx")
+        os.makedirs(ctx)
+        vm.berth("vm", "ssh", "--", "cp", "/usr/bin/busybox", os.path.join(ctx, "busybox"))
+        with open(os.path.join(ctx, "Dockerfile"), "w") as f:
+            f.write('FROM scratch\nCOPY busybox /bin/busybox\n'
+                    'RUN ["/bin/busybox", "--install", "-s", "/bin"]\nCMD ["/bin/sh"]\n')
+        vm.docker("build", "-q", "-t", "bb-arm64", ctx, timeout=300)
+        assert vm.docker("run", "--rm", "bb-arm64", "uname", "-m").stdout == "aarch64\n"
+        r = vm.docker("run", "--rm", "-i", "bb-arm64", "sh", "-c", "cat; echo after-eof",
+                      input="through vsock\n")
+        assert r.stdout == "through vsock\nafter-eof\n", r.stdout
+
+        # -- a published port, forwarded over vsock and freed when the container stops
+        port = _free_port()
+        vm.docker("run", "-d", "--name", "web", "-p", f"127.0.0.1:{port}:8080", "bb-arm64",
+                  "sh", "-c", "mkdir -p /www && echo served-from-arm64 > /www/index.html && "
+                  "exec httpd -f -p 8080 -h /www")
+        assert _get(f"http://127.0.0.1:{port}/index.html").strip() == "served-from-arm64"
+        vm.docker("rm", "-f", "web")
+        assert _port_free(port), f"127.0.0.1:{port} still bound after the container went"
+
+        # -- clean stop
+        r = vm.berth("vm", "stop")
+        assert "VM stopped" in r.stdout
+        assert vm.state()["state"] == "stopped"
+        assert "powered off cleanly" in vm.console()
+    finally:
+        vm.cleanup()

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 /// What to boot and with which resources. Paths are on the host.
 #[derive(Debug, Clone)]
 pub struct VmConfig {
-    /// Kernel image (ELF vmlinux for PVH entry, or bzImage).
+    /// Kernel image: x86_64 ELF vmlinux (PVH entry) or bzImage; arm64 raw `Image`. The QEMU
+    /// backend picks its machine from this file's header (`qemu::GuestArch`).
     pub kernel: PathBuf,
     /// Initramfs (cpio, optionally compressed) holding berth-guest as /init.
     pub initrd: PathBuf,

@@ -157,7 +157,9 @@ fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
 }
 
 /// The kernel and initramfs to boot: the settings', else `$BERTH_VM_IMAGE_DIR`, else the
-/// installed image (`/usr/lib/berth/vm`), else `~/.berth/vm/image`.
+/// installed image (`/usr/lib/berth/vm`), else `~/.berth/vm/image`. In a directory the kernel
+/// is `Image` when there is one (an arm64 image: QEMU's virt machine and Virtualization.framework
+/// boot the raw Image, not the ELF `vmlinux` beside it), else `vmlinux` (x86_64).
 pub fn find_image(paths: &Paths, s: &VmSettings) -> anyhow::Result<(PathBuf, PathBuf)> {
     if let (Some(k), Some(i)) = (&s.kernel, &s.initrd) {
         for f in [k, i] {
@@ -174,9 +176,8 @@ pub fn find_image(paths: &Paths, s: &VmSettings) -> anyhow::Result<(PathBuf, Pat
     dirs.push("/usr/lib/berth/vm".into());
     dirs.push(paths.vm_dir().join("image"));
     for d in &dirs {
-        let (k, i) = (d.join("vmlinux"), d.join("initrd.img"));
-        if k.is_file() && i.is_file() {
-            return Ok((k, i));
+        if let Some(found) = image_in(d) {
+            return Ok(found);
         }
     }
     bail!(
@@ -186,6 +187,16 @@ pub fn find_image(paths: &Paths, s: &VmSettings) -> anyhow::Result<(PathBuf, Pat
             .collect::<Vec<_>>()
             .join(", ")
     )
+}
+
+/// The kernel (`Image`, else `vmlinux`) and `initrd.img` of an image directory.
+fn image_in(d: &Path) -> Option<(PathBuf, PathBuf)> {
+    let i = d.join("initrd.img");
+    let k = ["Image", "vmlinux"]
+        .iter()
+        .map(|k| d.join(k))
+        .find(|k| k.is_file())?;
+    i.is_file().then_some((k, i))
 }
 
 /// The guest's kernel parameters from the settings (docs/VM.md).
@@ -403,6 +414,19 @@ mod tests {
         };
         s.save(&p).unwrap();
         assert_eq!(VmSettings::load(&p), s);
+    }
+
+    #[test]
+    fn image_dir_kernel_prefers_the_arm64_image() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        assert_eq!(image_in(p), None);
+        std::fs::write(p.join("vmlinux"), b"k").unwrap();
+        assert_eq!(image_in(p), None); // no initrd
+        std::fs::write(p.join("initrd.img"), b"i").unwrap();
+        assert_eq!(image_in(p), Some((p.join("vmlinux"), p.join("initrd.img"))));
+        std::fs::write(p.join("Image"), b"k").unwrap();
+        assert_eq!(image_in(p), Some((p.join("Image"), p.join("initrd.img"))));
     }
 
     #[test]
