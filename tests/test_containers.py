@@ -918,6 +918,10 @@ def test_legacy_links(berthd):
     # `docker ps` lists the link name as one of the linked container's names.
     names = {tuple(c["Names"]) for c in json.loads(berthd.api("GET", "/containers/json?all=1").body)}
     assert ("/db", "/web/my-db") in names
+    # The link name names the linked container in any container path (dockerd's
+    # `/containers/{name:.*}/json`).
+    assert berthd.docker("inspect", "-f", "{{.Name}}", "web/my-db").stdout.strip() == "/db"
+    assert berthd.docker("top", "web/my-db").stdout.count("sleep 300") == 1
     # `docker rm --link` removes the link, not a container.
     berthd.docker("rm", "--link", "web/my-db")
     assert inspect(berthd, "web")["HostConfig"]["Links"] is None

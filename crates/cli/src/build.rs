@@ -216,8 +216,9 @@ pub async fn build(t: &Target, a: BuildArgs) -> Result<i32> {
         o = o.pull("1");
     }
     if !a.quiet {
-        println!(
-            "Sending build context to Docker daemon  {}",
+        // docker's progress line for the upload ("\r") and its closing status line ("\r\n")
+        print!(
+            "Sending build context to Docker daemon  {}\r\r\n",
             crate::format::human_size4(tar.len() as f64)
         );
     }

@@ -348,6 +348,13 @@ pub struct RunArgs {
     /// Give extended privileges to this container
     #[arg(long)]
     privileged: bool,
+    /// PID namespace to use
+    #[arg(long)]
+    pid: Option<String>,
+    /// Proxy received signals to the process
+    #[arg(long = "sig-proxy", default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    sig_proxy: bool,
     /// Pull image before running ("always", "missing", "never")
     #[arg(long, default_value = "missing")]
     pull: String,
@@ -621,6 +628,17 @@ fn create_body(a: &RunArgs) -> Result<Value> {
     if let Some(n) = &a.network {
         host["NetworkMode"] = json!(n);
     }
+    if let Some(p) = a.pid.as_deref().filter(|p| !p.is_empty()) {
+        // docker's `PidMode.Valid()`: "host" or "container:<name|id>"
+        let valid = p == "host" || p.strip_prefix("container:").is_some_and(|c| !c.is_empty());
+        if !valid {
+            return Err(exit(
+                125,
+                "berth: --pid: invalid PID mode\n\nRun 'berth run --help' for more information",
+            ));
+        }
+        host["PidMode"] = json!(p);
+    }
     let attach_all = a.attach.is_empty();
     let mut body = json!({
         "Image": a.image,
@@ -698,7 +716,16 @@ async fn create_container(t: &Target, d: &Docker, a: &RunArgs, code: i32) -> Res
     }
     let opts = opts.build();
     let image_ref = {
-        let r = crate::image::Reference::parse(&a.image).map_err(|e| exit(125, e.to_string()))?;
+        let r = crate::image::Reference::parse(&a.image).map_err(|e| {
+            if code == 125 {
+                exit(
+                    125,
+                    format!("berth: {e}\n\nRun 'berth run --help' for more information"),
+                )
+            } else {
+                exit(125, e.to_string())
+            }
+        })?;
         if r.tag.is_none() && r.digest.is_none() {
             format!("{}:latest", a.image)
         } else {
@@ -872,6 +899,72 @@ async fn pump_output(
     }
 }
 
+/// Signals the CLI forwards to the container (docker's `ForwardAllSignals`: every signal but
+/// SIGCHLD, SIGPIPE and the Go runtime's SIGURG; SIGWINCH is the TTY resize, SIGKILL/SIGSTOP
+/// cannot be caught), by the name the kill API takes.
+const PROXIED_SIGNALS: &[(i32, &str)] = &[
+    (libc::SIGHUP, "HUP"),
+    (libc::SIGINT, "INT"),
+    (libc::SIGQUIT, "QUIT"),
+    (libc::SIGTRAP, "TRAP"),
+    (libc::SIGABRT, "ABRT"),
+    (libc::SIGUSR1, "USR1"),
+    (libc::SIGUSR2, "USR2"),
+    (libc::SIGALRM, "ALRM"),
+    (libc::SIGTERM, "TERM"),
+    (libc::SIGCONT, "CONT"),
+    (libc::SIGTSTP, "TSTP"),
+    (libc::SIGTTIN, "TTIN"),
+    (libc::SIGTTOU, "TTOU"),
+    (libc::SIGXCPU, "XCPU"),
+    (libc::SIGXFSZ, "XFSZ"),
+    (libc::SIGVTALRM, "VTALRM"),
+    (libc::SIGPROF, "PROF"),
+    (libc::SIGIO, "IO"),
+    (libc::SIGPWR, "PWR"),
+    (libc::SIGSYS, "SYS"),
+];
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// `--sig-proxy`: from now on, the signals this process receives are sent to the container
+/// (`POST /containers/{id}/kill?signal=NAME`), in the order they come, instead of ending the
+/// CLI.  The handlers are installed before this returns.
+fn proxy_signals(d: &Docker, id: &str) -> tokio::task::JoinHandle<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
+    let mut listeners = Vec::new();
+    for &(n, name) in PROXIED_SIGNALS {
+        if let Ok(mut s) = signal(SignalKind::from_raw(n)) {
+            let tx = tx.clone();
+            listeners.push(AbortOnDrop(tokio::spawn(async move {
+                while s.recv().await.is_some() {
+                    if tx.send(name).is_err() {
+                        return;
+                    }
+                }
+            })));
+        }
+    }
+    drop(tx);
+    let d = d.clone();
+    let id = id.to_string();
+    tokio::spawn(async move {
+        let _listeners = listeners;
+        while let Some(name) = rx.recv().await {
+            let opts = qp::KillContainerOptionsBuilder::new().signal(name).build();
+            let _ = d.kill_container(&id, Some(opts)).await;
+        }
+    })
+}
+
 fn wait_stream(
     d: &Docker,
     id: &str,
@@ -927,6 +1020,7 @@ pub async fn run(t: &Target, a: RunArgs, create_only: bool) -> Result<i32> {
         a.rm,
         a.detach_keys.as_deref(),
         true,
+        a.sig_proxy,
     )
     .await
 }
@@ -955,6 +1049,7 @@ async fn attach_start_wait(
     autoremove: bool,
     detach_keys: Option<&str>,
     start: bool,
+    sig_proxy: bool,
 ) -> Result<i32> {
     let mut opts = qp::AttachContainerOptionsBuilder::new()
         .stream(true)
@@ -976,6 +1071,7 @@ async fn attach_start_wait(
     if stdin {
         forward_stdin(att.input);
     }
+    let _proxy = sig_proxy.then(|| AbortOnDrop(proxy_signals(d, id)));
     let waiter = wait_stream(d, id, if autoremove { "removed" } else { "next-exit" });
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     if start {
@@ -1085,6 +1181,8 @@ pub async fn start(t: &Target, a: StartArgs) -> Result<i32> {
             autoremove,
             a.detach_keys.as_deref(),
             true,
+            // docker start -a forwards signals unless the container has a TTY
+            !tty,
         )
         .await
         .map_err(|e| match e.downcast::<client::Exit>() {
@@ -1266,6 +1364,141 @@ pub async fn pause(t: &Target, a: NamesArgs, pause: bool) -> Result<i32> {
         }
     }
     Ok(if failed { 1 } else { 0 })
+}
+
+// ---------------------------------------------------------------------------
+// port
+
+#[derive(Args, Debug)]
+pub struct PortArgs {
+    /// CONTAINER
+    container: String,
+    /// PRIVATE_PORT[/PROTO]
+    port: Option<String>,
+}
+
+/// Go's `net.JoinHostPort`.
+fn join_host_port(host: &str, port: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// `sortorder.NaturalLess` (the docker CLI's order for `port`): runs of digits compare as
+/// numbers, everything else byte by byte.
+pub(crate) fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i].is_ascii_digit() && b[j].is_ascii_digit() {
+            let (si, sj) = (i, j);
+            while i < a.len() && a[i].is_ascii_digit() {
+                i += 1;
+            }
+            while j < b.len() && b[j].is_ascii_digit() {
+                j += 1;
+            }
+            let na = std::str::from_utf8(&a[si..i])
+                .unwrap_or("")
+                .trim_start_matches('0');
+            let nb = std::str::from_utf8(&b[sj..j])
+                .unwrap_or("")
+                .trim_start_matches('0');
+            match na.len().cmp(&nb.len()).then_with(|| na.cmp(nb)) {
+                Ordering::Equal => {}
+                o => return o,
+            }
+            // equal numbers: fewer leading zeros first
+            match (i - si).cmp(&(j - sj)) {
+                Ordering::Equal => {}
+                o => return o,
+            }
+        } else {
+            match a[i].cmp(&b[j]) {
+                Ordering::Equal => {
+                    i += 1;
+                    j += 1;
+                }
+                o => return o,
+            }
+        }
+    }
+    (a.len() - i).cmp(&(b.len() - j))
+}
+
+/// `docker port CONTAINER [PRIVATE_PORT[/PROTO]]`.
+pub async fn port(t: &Target, a: PortArgs) -> Result<i32> {
+    let d = t.connect()?;
+    let info = d
+        .inspect_container(&a.container, None::<qp::InspectContainerOptions>)
+        .await
+        .map_err(|e| daemon_err(t, e, 1))?;
+    let ports = info
+        .network_settings
+        .and_then(|n| n.ports)
+        .unwrap_or_default();
+    let mut out: Vec<String> = Vec::new();
+    match a.port.as_deref().filter(|p| !p.is_empty()) {
+        Some(spec) => {
+            let (port, proto) = spec.split_once('/').unwrap_or((spec, ""));
+            let proto = if proto.is_empty() { "tcp" } else { proto };
+            let digits = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+            if !digits || port.parse::<u16>().is_err() {
+                let why = if digits {
+                    "value out of range"
+                } else {
+                    "invalid syntax"
+                };
+                return Err(exit(
+                    1,
+                    format!(
+                        "Error: invalid port ({port}): strconv.ParseUint: parsing \"{port}\": {why}"
+                    ),
+                ));
+            }
+            let frontends = ports
+                .get(&format!("{port}/{proto}"))
+                .cloned()
+                .flatten()
+                .unwrap_or_default();
+            if frontends.is_empty() {
+                return Err(exit(
+                    1,
+                    format!(
+                        "Error: No public port '{spec}' published for {}",
+                        a.container
+                    ),
+                ));
+            }
+            for f in frontends {
+                out.push(join_host_port(
+                    f.host_ip.as_deref().unwrap_or(""),
+                    f.host_port.as_deref().unwrap_or(""),
+                ));
+            }
+        }
+        None => {
+            for (from, frontends) in &ports {
+                for f in frontends.iter().flatten() {
+                    out.push(format!(
+                        "{from} -> {}",
+                        join_host_port(
+                            f.host_ip.as_deref().unwrap_or(""),
+                            f.host_port.as_deref().unwrap_or("")
+                        )
+                    ));
+                }
+            }
+        }
+    }
+    out.sort_by(|x, y| natural_cmp(x, y));
+    for l in out {
+        println!("{l}");
+    }
+    Ok(0)
 }
 
 pub async fn wait(t: &Target, a: NamesArgs) -> Result<i32> {

@@ -25,36 +25,82 @@ pub struct Reference {
     pub digest: Option<String>,
 }
 
-impl Reference {
-    pub fn parse(s: &str) -> Result<Reference> {
-        if s.is_empty()
-            || s.chars()
-                .any(|c| c.is_whitespace() || c.is_ascii_uppercase())
+/// distribution/reference's `splitDockerDomain`: the registry host and the rest, with
+/// docker.io's `library/` for official images.
+fn split_docker_domain(name: &str) -> (String, String) {
+    let (domain, remainder) = match name.split_once('/') {
+        Some((d, r))
+            if d.contains('.') || d.contains(':') || d == "localhost" || d.to_lowercase() != d =>
         {
-            return Err(exit(
-                1,
-                format!("invalid reference format: repository name ({s}) must be lowercase"),
+            (d.to_string(), r.to_string())
+        }
+        _ => ("docker.io".to_string(), name.to_string()),
+    };
+    let domain = if domain == "index.docker.io" {
+        "docker.io".to_string()
+    } else {
+        domain
+    };
+    let remainder = if domain == "docker.io" && !remainder.contains('/') {
+        format!("library/{remainder}")
+    } else {
+        remainder
+    };
+    (domain, remainder)
+}
+
+/// distribution/reference's `ReferenceRegexp`: name, tag, digest.
+fn reference_regex() -> &'static regex::Regex {
+    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    RE.get_or_init(|| {
+        let path = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*";
+        let comp = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])";
+        let host = format!(r"(?:{comp}(?:\.{comp})*|\[(?:[a-fA-F0-9:]+)\])");
+        let name = format!(r"(?:{host}(?::[0-9]+)?/)?{path}(?:/{path})*");
+        let tag = r"[\w][\w.-]{0,127}";
+        let digest = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*[:][0-9a-fA-F]{32,}";
+        regex::Regex::new(&format!(r"^({name})(?::({tag}))?(?:@({digest}))?$"))
+            .expect("reference regex")
+    })
+}
+
+impl Reference {
+    /// Docker's `reference.ParseNormalizedNamed`, with its error messages.
+    pub fn parse(s: &str) -> Result<Reference> {
+        let bad = |m: String| exit(1, m);
+        let (domain, remainder) = split_docker_domain(s);
+        let remote = remainder.split(':').next().unwrap_or("");
+        if remote.to_lowercase() != remote {
+            return Err(bad(format!(
+                "invalid reference format: repository name ({remote}) must be lowercase"
+            )));
+        }
+        let full = format!("{domain}/{remainder}");
+        let caps = reference_regex()
+            .captures(&full)
+            .ok_or_else(|| bad("invalid reference format".into()))?;
+        let name = caps.get(1).map_or("", |m| m.as_str());
+        if name.len() > 255 {
+            return Err(bad(
+                "repository name must not be more than 255 characters".into()
             ));
         }
-        let (rest, digest) = match s.split_once('@') {
-            Some((r, d)) => (r, Some(d.to_string())),
-            None => (s, None),
-        };
-        let (name, tag) = match rest.rfind(':') {
-            Some(i) if !rest[i..].contains('/') => (&rest[..i], Some(rest[i + 1..].to_string())),
-            _ => (rest, None),
-        };
-        let (domain, path) = match name.split_once('/') {
-            Some((d, p)) if d.contains('.') || d.contains(':') || d == "localhost" => {
-                (d.to_string(), p.to_string())
+        let tag = caps.get(2).map(|m| m.as_str().to_string());
+        let digest = caps.get(3).map(|m| m.as_str().to_string());
+        if let Some(d) = &digest {
+            // go-digest's Parse: a known algorithm, and its length of lower-case hex
+            let (alg, hex) = d.split_once(':').unwrap_or((d, ""));
+            let len = match alg {
+                "sha256" => 64,
+                "sha384" => 96,
+                "sha512" => 128,
+                _ => return Err(bad("unsupported digest algorithm".into())),
+            };
+            if hex.len() != len || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                return Err(bad("invalid checksum digest format".into()));
             }
-            _ => ("docker.io".to_string(), name.to_string()),
-        };
-        let path = if domain == "docker.io" && !path.contains('/') {
-            format!("library/{path}")
-        } else {
-            path
-        };
+        }
+        let path = name.get(domain.len() + 1..).unwrap_or_default().to_string();
         Ok(Reference {
             domain,
             path,
@@ -352,8 +398,8 @@ pub struct PullArgs {
 }
 
 pub async fn pull(t: &Target, a: PullArgs) -> Result<i32> {
-    let d = t.connect()?;
     let r = Reference::parse(&a.image)?;
+    let d = t.connect()?;
     if r.tag.is_none() && r.digest.is_none() && !a.all_tags && !a.quiet {
         println!("Using default tag: latest");
     }
@@ -451,8 +497,22 @@ pub struct TagArgs {
 }
 
 pub async fn tag(t: &Target, a: TagArgs) -> Result<i32> {
+    // the API client's ImageTag: ParseAnyReference(source), ParseNormalizedNamed(target)
+    let invalid = |s: &str, e: anyhow::Error| {
+        exit(
+            1,
+            format!("Error parsing reference: {s:?} is not a valid repository/tag: {e}"),
+        )
+    };
+    let is_hex64 =
+        |s: &str| s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let source_is_id =
+        is_hex64(&a.source) || a.source.strip_prefix("sha256:").is_some_and(is_hex64);
+    if !source_is_id {
+        Reference::parse(&a.source).map_err(|e| invalid(&a.source, e))?;
+    }
+    let r = Reference::parse(&a.target).map_err(|e| invalid(&a.target, e))?;
     let d = t.connect()?;
-    let r = Reference::parse(&a.target)?;
     if r.digest.is_some() {
         return Err(exit(1, "refusing to create a tag with a digest reference"));
     }

@@ -82,6 +82,8 @@ enum Cmd {
     Pause(container::NamesArgs),
     /// Unpause all processes within one or more containers
     Unpause(container::NamesArgs),
+    /// List port mappings or a specific mapping for the container
+    Port(container::PortArgs),
     /// Return low-level information on Docker objects
     Inspect(container::InspectArgs),
 
@@ -196,6 +198,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Cmd::Wait(a) => container::wait(&t, a).await,
         Cmd::Pause(a) => container::pause(&t, a, true).await,
         Cmd::Unpause(a) => container::pause(&t, a, false).await,
+        Cmd::Port(a) => container::port(&t, a).await,
         Cmd::Inspect(a) => container::inspect(&t, a).await,
         Cmd::Images(a) => image::images(&t, a).await,
         Cmd::Pull(a) => image::pull(&t, a).await,
@@ -275,8 +278,78 @@ mod tests {
             &["berth", "logs", "-f", "-t", "--tail", "5", "c"],
             &["berth", "stop", "-t", "3", "a", "b"],
             &["berth", "history", "-H=false", "busybox"],
+            &["berth", "port", "web"],
+            &["berth", "port", "web", "8080/tcp"],
+            &[
+                "berth",
+                "run",
+                "--rm",
+                "--privileged",
+                "--pid=host",
+                "debian",
+                "nsenter",
+                "-t",
+                "1",
+                "-m",
+            ],
+            &["berth", "run", "--sig-proxy=false", "redis"],
+            &["berth", "run", "--sig-proxy", "redis"],
         ] {
             Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
+    }
+
+    #[test]
+    fn port_order_is_natural() {
+        let mut v = vec![
+            "9000/tcp -> 0.0.0.0:1",
+            "81/udp -> 127.0.0.1:2",
+            "8080/tcp -> [::]:10",
+            "8080/tcp -> 0.0.0.0:9",
+        ];
+        v.sort_by(|a, b| container::natural_cmp(a, b));
+        assert_eq!(
+            v,
+            [
+                "81/udp -> 127.0.0.1:2",
+                "8080/tcp -> 0.0.0.0:9",
+                "8080/tcp -> [::]:10",
+                "9000/tcp -> 0.0.0.0:1",
+            ]
+        );
+    }
+
+    #[test]
+    fn references_parse_as_docker_does() {
+        use image::Reference;
+        let r = Reference::parse("redis:7.2.3-alpine").unwrap();
+        assert_eq!(
+            (r.domain.as_str(), r.path.as_str(), r.tag.as_deref()),
+            ("docker.io", "library/redis", Some("7.2.3-alpine"))
+        );
+        let r = Reference::parse("localhost:5000/google-containers/ubuntu:19.23").unwrap();
+        assert_eq!(
+            (r.domain.as_str(), r.path.as_str(), r.tag.as_deref()),
+            ("localhost:5000", "google-containers/ubuntu", Some("19.23"))
+        );
+        let d = format!("sha256:{}", "a".repeat(64));
+        let r = Reference::parse(&format!("ubuntu@{d}")).unwrap();
+        assert_eq!((r.tag, r.digest.as_deref()), (None, Some(d.as_str())));
+        assert_eq!(Reference::parse("x:V1").unwrap().tag.as_deref(), Some("V1"));
+        for (bad, msg) in [
+            (
+                "jadedjelly/Wit-demo:v2",
+                "invalid reference format: repository name (jadedjelly/Wit-demo) must be lowercase",
+            ),
+            (
+                "Redis",
+                "invalid reference format: repository name (library/Redis) must be lowercase",
+            ),
+            ("redis:", "invalid reference format"),
+            ("a b", "invalid reference format"),
+        ] {
+            let e = Reference::parse(bad).err().expect(bad);
+            assert_eq!(e.to_string(), msg);
         }
     }
 }

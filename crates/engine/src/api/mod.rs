@@ -98,9 +98,37 @@ pub async fn version_middleware(mut req: Request, next: Next) -> Response {
             }
         }
     }
+    if let Some(pq) = link_name_path(req.uri().path(), req.uri().query()) {
+        if let Ok(uri) = pq.parse() {
+            *req.uri_mut() = uri;
+        }
+    }
     req.extensions_mut().insert(version);
     tracing::debug!(method = %req.method(), uri = %req.uri(), "request");
     with_headers(next.run(req).await)
+}
+
+/// A container named by its link name (`parent/alias`) in a path, as dockerd's
+/// `/containers/{name:.*}/json` routes take it: `/containers/web/db/json` becomes
+/// `/containers/web%2Fdb/json`, so the one-segment routes see the whole name.
+fn link_name_path(path: &str, query: Option<&str>) -> Option<String> {
+    const OPS: &[&str] = &[
+        "json", "logs", "top", "stats", "changes", "export", "archive", "wait", "start", "stop",
+        "restart", "kill", "pause", "unpause", "rename", "resize", "exec", "update", "attach",
+    ];
+    let rest = path.strip_prefix("/containers/")?;
+    let parts: Vec<&str> = rest.split('/').collect();
+    let [parent, alias, op] = parts[..] else {
+        return None;
+    };
+    if parent.is_empty() || alias.is_empty() || alias == "attach" || !OPS.contains(&op) {
+        return None;
+    }
+    let p = format!("/containers/{parent}%2F{alias}/{op}");
+    Some(match query {
+        Some(q) => format!("{p}?{q}"),
+        None => p,
+    })
 }
 
 fn with_headers(mut resp: Response) -> Response {
@@ -251,4 +279,22 @@ pub fn tokio_stream_from<T: Send + 'static>(
     mut rx: mpsc::Receiver<T>,
 ) -> impl futures::Stream<Item = T> + Send {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn link_names_in_container_paths() {
+        assert_eq!(
+            super::link_name_path("/containers/web/db/json", Some("size=1")).as_deref(),
+            Some("/containers/web%2Fdb/json?size=1")
+        );
+        assert_eq!(super::link_name_path("/containers/web/json", None), None);
+        assert_eq!(
+            super::link_name_path("/containers/web/attach/ws", None),
+            None
+        );
+        assert_eq!(super::link_name_path("/containers/web/db", None), None);
+        assert_eq!(super::link_name_path("/images/a/b/json", None), None);
+    }
 }

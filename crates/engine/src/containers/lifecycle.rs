@@ -562,10 +562,8 @@ impl ContainerService {
             if status != Status::Restarting || stopped || *c.removed.borrow() {
                 return;
             }
-            {
-                let mut r = c.rec.write().await;
-                r.state.status = Status::Exited;
-            }
+            // Still `restarting` (and Running, as dockerd shows it) until the new process runs:
+            // a client polling between the two never sees `exited`.
             let snap = c.rec.read().await.clone();
             svc.emit("restart", &snap, &[]);
             if let Err(e) = svc.start_locked(&c).await {
