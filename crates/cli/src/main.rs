@@ -128,11 +128,68 @@ enum Cmd {
     },
 }
 
+/// docker's message for a missing or an extra argument (`'docker rm' requires at least 1
+/// argument`), from the usage line clap renders for the subcommand; `None` for other errors.
+fn arity_message(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind as K};
+    match e.kind() {
+        K::MissingRequiredArgument => {}
+        // An extra positional value (an unknown flag stays clap's "unexpected argument").
+        K::UnknownArgument => match e.get(ContextKind::InvalidArg) {
+            Some(ContextValue::String(a)) if !a.starts_with('-') => {}
+            _ => return None,
+        },
+        _ => return None,
+    }
+    let usage = match e.get(ContextKind::Usage)? {
+        ContextValue::StyledStr(s) => s.to_string(),
+        _ => return None,
+    };
+    let line = usage
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Usage:"))?
+        .trim();
+    let mut words = Vec::new();
+    let (mut min, mut max) = (0usize, Some(0usize));
+    for t in line.split_whitespace() {
+        let many = t.ends_with("...");
+        let t = t.trim_end_matches("...");
+        if t.starts_with('<') {
+            min += 1;
+        } else if t == "[OPTIONS]" {
+            continue;
+        } else if !t.starts_with('[') {
+            words.push(t);
+            continue;
+        }
+        max = if many { None } else { max.map(|m| m + 1) };
+    }
+    if words.len() < 2 {
+        return None; // the top level: clap's message
+    }
+    let cmd = words.join(" ");
+    let s = |n: usize| if n == 1 { "" } else { "s" };
+    let need = match max {
+        Some(m) if m == min => format!("requires {min} argument{}", s(min)),
+        None => format!("requires at least {min} argument{}", s(min)),
+        Some(m) if min == 0 => format!("requires at most {m} argument{}", s(m)),
+        Some(m) => format!("requires at least {min} and at most {m} arguments"),
+    };
+    Some(format!(
+        "berth: '{cmd}' {need}\n\nUsage:  {line}\n\nSee '{cmd} --help' for more information"
+    ))
+}
+
 fn main() {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind as K;
+            if let Some(msg) = arity_message(&e) {
+                // docker's wording for a wrong number of arguments, exit 1 as docker.
+                eprintln!("{msg}");
+                std::process::exit(1);
+            }
             let _ = e.print();
             // docker: 0 for help, 1 for a missing argument, 125 for bad flags
             std::process::exit(match e.kind() {
@@ -263,6 +320,42 @@ mod tests {
     #[test]
     fn command_tree_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn argument_counts_in_dockers_words() {
+        let msg = |args: &[&str]| {
+            let e = Cli::try_parse_from(args).expect_err("an error");
+            arity_message(&e)
+        };
+        assert_eq!(
+            msg(&["berth", "rm"])
+                .as_deref()
+                .and_then(|m| m.lines().next()),
+            Some("berth: 'berth rm' requires at least 1 argument")
+        );
+        assert_eq!(
+            msg(&["berth", "port"])
+                .as_deref()
+                .and_then(|m| m.lines().next()),
+            Some("berth: 'berth port' requires at least 1 and at most 2 arguments")
+        );
+        assert_eq!(
+            msg(&["berth", "port", "a", "b", "c"])
+                .as_deref()
+                .and_then(|m| m.lines().next()),
+            Some("berth: 'berth port' requires at least 1 and at most 2 arguments")
+        );
+        let m = msg(&["berth", "tag", "a"]).expect("a message");
+        assert!(
+            m.starts_with("berth: 'berth tag' requires 2 arguments"),
+            "{m}"
+        );
+        assert!(
+            m.ends_with("See 'berth tag --help' for more information"),
+            "{m}"
+        );
+        assert_eq!(msg(&["berth", "rm", "--bogus", "x"]), None);
     }
 
     #[test]
