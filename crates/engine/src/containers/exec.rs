@@ -12,6 +12,12 @@ use super::logs::frame;
 use super::{Container, ContainerService, Status};
 use crate::error::{EngineError, Result};
 
+/// The exit code of an exec whose process could not be started, whatever the runtime said
+/// (missing executable, not executable, bad workdir): 126, as dockerd through Docker 27 (API
+/// 1.44 is Docker 25's; measured on Debian's dockerd 20.10.24 here, and what docker-py 6's
+/// `test_exec_run_failed` expects). Docker 28 reports 127 for a missing executable.
+const EXEC_NOT_STARTED: i64 = 126;
+
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]
 pub struct ExecCreate {
@@ -218,7 +224,7 @@ impl ContainerService {
                 self.execs.update(exec_id, |e| {
                     e.started = true;
                     e.running = false;
-                    e.exit_code = Some(126);
+                    e.exit_code = Some(EXEC_NOT_STARTED);
                 });
                 let text = format!("{err}\r\n");
                 if let (Some(mut client), false) = (io, detach) {
@@ -275,7 +281,7 @@ impl ContainerService {
                         }
                         _ => None,
                     };
-                    let code = ef.as_ref().map(|e| e.exit_code as i64).unwrap_or(126);
+                    let code = EXEC_NOT_STARTED;
                     let msg = ef
                         .and_then(|e| e.error)
                         .unwrap_or_else(|| "exec failed".into());
@@ -324,7 +330,11 @@ impl ContainerService {
                             if let Ok(ef) =
                                 serde_json::from_slice::<berth_shim::protocol::ExitFrame>(&p)
                             {
-                                code = ef.exit_code as i64;
+                                code = if ef.error.is_some() {
+                                    EXEC_NOT_STARTED
+                                } else {
+                                    ef.exit_code as i64
+                                };
                             }
                             break;
                         }
