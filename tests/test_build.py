@@ -317,7 +317,12 @@ ADD pkg.tar.gz /pkg
         srv.shutdown()
 
 
-def test_failing_step_leaves_nothing(berthd, tmp_path):
+def failed_step_containers(b):
+    """The exited containers a failed build left (Status "Exited (N) …")."""
+    return b.docker("ps", "-a", "--format", "{{.Status}}").stdout.split("\n")[:-1]
+
+
+def test_failing_step(berthd, tmp_path):
     ctx = tmp_path / "bad"
     write(ctx, {"Dockerfile": "FROM busybox\nRUN echo ok > /f\nRUN echo before && exit 3\n"})
     cp = build(berthd, ctx, "-t", "bad:1", check=False)
@@ -325,7 +330,11 @@ def test_failing_step_leaves_nothing(berthd, tmp_path):
     assert "before\n" in cp.stdout
     assert "The command '/bin/sh -c echo before && exit 3' returned a non-zero code: 3" in cp.stderr
     assert berthd.docker("images", "-q", "bad").stdout.strip() == ""
-    no_containers(berthd)
+    # As dockerd's classic builder (measured on dockerd 20.10.24): with --rm (the default) the
+    # committed steps' containers go, the failed step's stays for inspection.
+    left = failed_step_containers(berthd)
+    assert len(left) == 1 and left[0].startswith("Exited (3)"), left
+    berthd.docker("container", "prune", "-f")
     # The raw stream: error and errorDetail (with the code), no aux ID, nothing tagged.
     body = context_tar({"Dockerfile": "FROM busybox\nRUN false\n"}, gz=True)
     r, msgs = api_build(berthd, "t=bad:2&rm=0", body)
@@ -335,7 +344,10 @@ def test_failing_step_leaves_nothing(berthd, tmp_path):
     assert err["errorDetail"] == {"code": 1, "message": err["error"]}
     assert not any("aux" in m for m in msgs)
     assert berthd.api("GET", "/images/bad:2/json").status == 404
-    no_containers(berthd)
+    left = failed_step_containers(berthd)
+    assert len(left) == 1 and left[0].startswith("Exited (1)"), left
+    berthd.docker("container", "prune", "-f")
+    # --force-rm: nothing stays.
     cp = build(berthd, ctx, "--force-rm", "-t", "bad:1", check=False)
     assert cp.returncode == 3
     no_containers(berthd)
@@ -413,7 +425,9 @@ def test_docker_py_build(berthd, tmp_path):
     with pytest.raises(docker.errors.BuildError) as e:
         client.images.build(path=str(ctx), tag="py:bad")
     assert "returned a non-zero code: 7" in str(e.value)
-    no_containers(berthd)
+    # The failed step's container stays, as with dockerd.
+    left = failed_step_containers(berthd)
+    assert len(left) == 1 and left[0].startswith("Exited (7)"), left
 
 
 def test_build_push_and_pull_on_fresh_engine(berthd, berthd_factory, registry, tmp_path):
@@ -490,7 +504,10 @@ def test_multistage_failing_stage_cancels_the_others(berthd, tmp_path):
     assert "slow-started" in cp.stdout and "\x1b[91mfailing\n\x1b[0m" in cp.stdout, cp.stdout
     assert steps_in_order(cp.stdout) == [1, 2, 3, 4], cp.stdout
     assert berthd.docker("images", "-q", "pfail").stdout.strip() == ""
-    no_containers(berthd)
+    # The failed step's container stays (as dockerd's); the stopped stage's too, exited.
+    left = failed_step_containers(berthd)
+    assert any(st.startswith("Exited (5)") for st in left), left
+    assert all(st.startswith("Exited") for st in left), left
 
 
 HEREDOCS = """# syntax=docker/dockerfile:1.4
@@ -632,3 +649,28 @@ def test_multistage_cache(berthd, tmp_path):
     assert cached == ["4/7", "6/7"], out  # stage b's RUN and the copy from it
     assert berthd.docker("run", "--rm", "mc:2", "cat", "/a.txt", "/b.txt").stdout == "two\nb\n"
     no_containers(berthd)
+
+
+def test_client_hanging_up_cancels_the_build(berthd):
+    """As dockerd: a build whose client went away starts no further step (and tags nothing)."""
+    import socket
+    body = context_tar({"Dockerfile": "FROM busybox\nRUN sleep 1\nRUN echo two > /two\n"
+                                      "RUN echo three > /three\n"})
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(berthd.sock)
+    s.sendall(b"POST /build?t=cancelled:1 HTTP/1.1\r\nHost: d\r\nContent-Type: application/x-tar\r\n"
+              + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    got = b""
+    while b"Step 2/4" not in got:
+        chunk = s.recv(65536)
+        assert chunk, got
+        got += chunk
+    s.close()
+    # Long enough for the whole build to finish had it gone on.
+    time.sleep(6)
+    assert berthd.docker("images", "-q", "cancelled").stdout.strip() == ""
+    # Nothing of the steps after the hang-up ran, and the builder left nothing running.
+    assert "Up " not in berthd.docker("ps", "-a", "--format", "{{.Status}}").stdout
+    events = berthd.docker("events", "--since", "0", "--until", "0s", "--filter", "event=create",
+                           "--format", "{{.ID}}").stdout.split()
+    assert len(events) <= 1, events

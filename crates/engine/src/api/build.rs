@@ -164,7 +164,13 @@ async fn build(State(e): State<Arc<Engine>>, p: Params, body: Body) -> Result<Re
     // The wire form; a failed RUN's error carries its exit code in errorDetail.code, which the
     // CLI uses as its own exit status.
     tokio::spawn(async move {
-        while let Some(m) = rx.recv().await {
+        loop {
+            // The body gone (the client hung up) closes `vtx`: stop relaying, so the builder
+            // sees its own channel closed and cancels.
+            let m = tokio::select! {
+                m = rx.recv() => match m { Some(m) => m, None => break },
+                _ = vtx.closed() => break,
+            };
             let mut v = serde_json::to_value(&m).unwrap_or(Value::Null);
             if let Some(code) = m.error.as_deref().and_then(exit_code) {
                 v["errorDetail"]["code"] = json!(code);

@@ -244,9 +244,10 @@ impl Builder {
     pub async fn run(self) -> Result<String> {
         let containers = Arc::new(Mutex::new(Vec::new()));
         let res = self.build(containers.clone()).await;
-        // Intermediate containers never outlive the build, failed or not (unless rm=false on
-        // success, as `docker build --rm=false` asks).
-        let keep = res.is_ok() && !self.opts.rm && !self.opts.force_rm;
+        // As dockerd's classic builder: with `rm` a step's container goes once it is committed;
+        // a failed (or cancelled) step's container stays for inspection unless `forcerm`, and
+        // with `rm=false` every one stays.
+        let keep = !self.opts.force_rm;
         if !keep {
             let left = std::mem::take(&mut *lock(&containers));
             for cid in left {
@@ -422,6 +423,18 @@ impl Builder {
                 }
             })
         };
+        // As dockerd cancels a build whose client hung up: every stage stops at once (a running
+        // RUN container is left), as when a stage fails.
+        let hangup = {
+            let (out, sh) = (self.out.clone(), sh.clone());
+            tokio::spawn(async move {
+                out.closed().await;
+                sh.fail(
+                    0,
+                    EngineError::Internal("the client went away: build cancelled".into()),
+                );
+            })
+        };
         let mut tasks = tokio::task::JoinSet::new();
         let stage_ends = outs.into_iter().zip(txs).zip(turn_txs);
         for (i, (st, ((out, tx), turn))) in stages.into_iter().zip(stage_ends).enumerate() {
@@ -458,6 +471,9 @@ impl Builder {
                 Err(e) => sh.fail(n, EngineError::Internal(format!("build stage failed: {e}"))),
             }
         }
+        // The watcher holds a sender: done with it before the stream may end.
+        hangup.abort();
+        let _ = hangup.await;
         let _ = seq.await;
         if let Some((_, e)) = lock(&sh.failure).take() {
             return Err(e);

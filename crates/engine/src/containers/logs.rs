@@ -83,6 +83,9 @@ impl ContainerService {
             (r.id.clone(), r.config.tty.unwrap_or(false) || o.raw)
         };
         let path = self.log_path(&id);
+        if !o.follow {
+            settle_after_start(c).await;
+        }
         let mut exited = c.exited.subscribe();
         let mut removed = c.removed.subscribe();
         let mut pos = 0u64;
@@ -173,5 +176,37 @@ impl ContainerService {
                 _ = tx.closed() => return,
             }
         }
+    }
+}
+
+/// How long after its start a one-shot `logs` of a running container waits for it (or for its
+/// exit, if sooner).
+const SETTLE_MS: i64 = 100;
+
+/// `create` → `start` → `logs` in a row (docker-py's build tests, scripts) expects the output of
+/// a short command: berthd's `start` answers a few ms after `runc start`, before the process
+/// has written anything, where dockerd's slower start hides that race. So a one-shot read in
+/// the first [`SETTLE_MS`] of a container's life waits until then, or until it exits.
+async fn settle_after_start(c: &Container) {
+    let mut exited = c.exited.subscribe();
+    let left = {
+        let r = c.rec.read().await;
+        if !r.state.status.is_alive() {
+            return;
+        }
+        let Ok(t) = chrono::DateTime::parse_from_rfc3339(&r.state.started_at) else {
+            return;
+        };
+        SETTLE_MS
+            - chrono::Utc::now()
+                .signed_duration_since(t)
+                .num_milliseconds()
+    };
+    if left > 0 {
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_millis(left as u64),
+            exited.changed(),
+        )
+        .await;
     }
 }

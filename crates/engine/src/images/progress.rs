@@ -143,6 +143,15 @@ impl Progress {
         Self { tx: None }
     }
 
+    /// Resolves when the client reading the messages has gone away (never, for
+    /// [`Progress::none`]).
+    pub async fn closed(&self) {
+        match &self.tx {
+            Some(tx) => tx.closed().await,
+            None => std::future::pending().await,
+        }
+    }
+
     pub async fn send(&self, m: Message) {
         if let Some(tx) = &self.tx {
             let _ = tx.send(m).await;
