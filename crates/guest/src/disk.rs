@@ -1,5 +1,6 @@
-//! The data disk (`/dev/vda`, formatted ext4 on first use, mounted at /var/lib/berth) and the
-//! 9p share of the user's home.
+//! The read-only system disk (the image's `/usr`, mounted over the initramfs's), the data disk
+//! (`/dev/vda`, formatted ext4 on first use, mounted at /var/lib/berth) and the 9p share of the
+//! user's home.
 
 use std::fs;
 use std::os::unix::fs::FileExt;
@@ -18,6 +19,10 @@ pub const EXT4_MAGIC_OFFSET: u64 = 1080;
 pub const EXT4_MAGIC: u16 = 0xEF53;
 pub const SHARE_TAG: &str = "home";
 pub const SHARE_OPTIONS: &str = "trans=virtio,version=9p2000.L,msize=262144,cache=mmap";
+/// virtio-blk serial of the system disk (QEMU sets it; Virtualization.framework cannot, so a
+/// read-only disk other than the data disk is taken as well).
+pub const SYSTEM_SERIAL: &str = "berth-system";
+pub const SYSTEM_MOUNT: &str = "/usr";
 
 /// True when the two bytes read at [`EXT4_MAGIC_OFFSET`] are the ext superblock magic
 /// (little endian on disk).
@@ -52,6 +57,72 @@ pub fn mke2fs_args(dev: &str) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect()
+}
+
+/// One virtio disk as sysfs describes it: name (`vdb`), serial, read-only flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockInfo {
+    pub name: String,
+    pub serial: String,
+    pub read_only: bool,
+}
+
+/// The system disk among `disks`: the one with [`SYSTEM_SERIAL`], else the first read-only
+/// one that is not the data disk.
+pub fn pick_system_disk(disks: &[BlockInfo]) -> Option<&BlockInfo> {
+    let data = DATA_DEVICE.trim_start_matches("/dev/");
+    disks
+        .iter()
+        .find(|d| d.serial == SYSTEM_SERIAL)
+        .or_else(|| disks.iter().find(|d| d.read_only && d.name != data))
+}
+
+fn virtio_disks() -> Vec<BlockInfo> {
+    let mut out = Vec::new();
+    let Ok(dir) = fs::read_dir("/sys/block") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("vd") {
+            continue;
+        }
+        let read = |f: &str| {
+            fs::read_to_string(e.path().join(f))
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default()
+        };
+        out.push(BlockInfo {
+            serial: read("serial"),
+            read_only: read("ro") == "1",
+            name,
+        });
+    }
+    out.sort_by(|a, b| (a.name.len(), &a.name).cmp(&(b.name.len(), &b.name)));
+    out
+}
+
+/// Mount the system disk read-only at [`SYSTEM_MOUNT`] when the image has one (its
+/// programs and libraries are then paged in on demand instead of unpacked from the
+/// initramfs at boot). Returns the device, or `None` when everything is in the initramfs.
+pub fn mount_system_disk() -> anyhow::Result<Option<String>> {
+    let disks = virtio_disks();
+    let Some(d) = pick_system_disk(&disks) else {
+        return Ok(None);
+    };
+    let dev = format!("/dev/{}", d.name);
+    fs::create_dir_all(SYSTEM_MOUNT).with_context(|| format!("creating {SYSTEM_MOUNT}"))?;
+    mount(
+        Some(dev.as_str()),
+        SYSTEM_MOUNT,
+        Some("ext4"),
+        MsFlags::MS_RDONLY | MsFlags::MS_NOATIME | MsFlags::MS_NODEV,
+        Some("noload"),
+    )
+    .with_context(|| {
+        format!("mounting the system disk {dev} (ext4, read-only) at {SYSTEM_MOUNT}")
+    })?;
+    Ok(Some(dev))
 }
 
 /// What ended up at /var/lib/berth.
@@ -161,6 +232,30 @@ mod tests {
         fs::write(&img, [0u8; 100]).unwrap();
         assert!(!has_ext4(img.to_str().unwrap()).unwrap());
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn blk(name: &str, serial: &str, ro: bool) -> BlockInfo {
+        BlockInfo {
+            name: name.into(),
+            serial: serial.into(),
+            read_only: ro,
+        }
+    }
+
+    #[test]
+    fn system_disk_by_serial_then_read_only_flag() {
+        let d = [
+            blk("vda", "berth-data", false),
+            blk("vdb", "berth-system", true),
+        ];
+        assert_eq!(pick_system_disk(&d).unwrap().name, "vdb");
+        // Virtualization.framework: no serial, the read-only disk.
+        let d = [blk("vda", "", false), blk("vdb", "", true)];
+        assert_eq!(pick_system_disk(&d).unwrap().name, "vdb");
+        // Never the data disk, and none when only the data disk is there.
+        assert!(pick_system_disk(&[blk("vda", "", true)]).is_none());
+        assert!(pick_system_disk(&[blk("vda", "berth-data", false)]).is_none());
+        assert!(pick_system_disk(&[]).is_none());
     }
 
     #[test]

@@ -86,6 +86,12 @@ fn early_boot() -> anyhow::Result<BootParams> {
     if params.debug {
         tracing::debug!("kernel command line: {}", cmdline.trim());
     }
+    // Before anything runs a program: berthd, runc and the tools live there.
+    match disk::mount_system_disk() {
+        Ok(Some(dev)) => tracing::debug!("system disk {dev} mounted at {}", disk::SYSTEM_MOUNT),
+        Ok(None) => {}
+        Err(e) => tracing::error!("{e:#}"),
+    }
     if let Some(t) = params.time {
         if let Err(e) = init::set_clock(t) {
             tracing::warn!("{e:#}");

@@ -17,6 +17,10 @@ pub struct VmConfig {
     /// Raw data disk image (virtio-blk, /dev/vda in the guest); created sparse when missing.
     pub data_disk: PathBuf,
     pub data_disk_gib: u32,
+    /// Read-only system disk (ext4 image of the guest's `/usr`: berthd, runc, libraries...),
+    /// attached as a virtio-blk device with serial `berth-system`; berth-guest mounts it at
+    /// `/usr`. `None` with an image whose initramfs holds everything (docs/VM.md).
+    pub system_disk: Option<PathBuf>,
     /// Host folder shared into the guest (9p/virtio-fs tag `home`), mounted at the same path.
     pub share: Option<PathBuf>,
     /// Directory for the backend's runtime files (vsock socket, pid file, console log).

@@ -278,7 +278,23 @@ mod vz {
                 VZVirtioBlockDeviceConfiguration::alloc(),
                 &disk,
             );
-            conf.setStorageDevices(&NSArray::from_slice(&[&**blk]));
+            // The read-only system disk (berth-guest finds it by its read-only flag and
+            // mounts it at /usr), after the data disk so the data disk stays /dev/vda.
+            let mut blks = vec![blk];
+            if let Some(sys) = &cfg.system_disk {
+                let att = VZDiskImageStorageDeviceAttachment::initWithURL_readOnly_error(
+                    VZDiskImageStorageDeviceAttachment::alloc(),
+                    &file_url(sys),
+                    true,
+                )
+                .map_err(|e| ns_err(&format!("attaching {}", sys.display()), e))?;
+                blks.push(VZVirtioBlockDeviceConfiguration::initWithAttachment(
+                    VZVirtioBlockDeviceConfiguration::alloc(),
+                    &att,
+                ));
+            }
+            let blk_refs: Vec<&VZStorageDeviceConfiguration> = blks.iter().map(|b| &***b).collect();
+            conf.setStorageDevices(&NSArray::from_slice(&blk_refs));
 
             let vsock = VZVirtioSocketDeviceConfiguration::new();
             conf.setSocketDevices(&NSArray::from_slice(&[&**vsock]));
@@ -671,6 +687,7 @@ mod tests {
             memory_mib: 1024,
             data_disk: "d".into(),
             data_disk_gib: 1,
+            system_disk: None,
             share: share.map(PathBuf::from),
             state_dir: "s".into(),
             guest_cid: 3,

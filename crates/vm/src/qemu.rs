@@ -74,6 +74,11 @@ impl QemuBackend {
         a.extend(["-kernel".into(), cfg.kernel.display().to_string()]);
         a.extend(["-initrd".into(), cfg.initrd.display().to_string()]);
         a.extend(["-append".into(), kernel_cmdline_for(cfg, arch)]);
+        // Devices in this order: microvm gives its virtio-mmio transports IRQs 12, 11, 10...
+        // in order of creation, so the fifth device shares IRQ 8 with the CMOS RTC in the
+        // guest's view (below): it must be one whose driver binds before rtc_cmos grabs the
+        // line (virtio-blk, -net, -balloon: drivers/ links before drivers/rtc), never 9p or
+        // vsock (net/ links later; the device then loses its interrupt and vanishes).
         a.extend([
             "-drive".into(),
             format!(
@@ -81,7 +86,7 @@ impl QemuBackend {
                 cfg.data_disk.display()
             ),
             "-device".into(),
-            "virtio-blk-device,drive=data".into(),
+            "virtio-blk-device,drive=data,serial=berth-data".into(),
         ]);
         a.extend([
             "-chardev".into(),
@@ -89,6 +94,25 @@ impl QemuBackend {
             "-device".into(),
             "vhost-user-vsock-device,chardev=vsock".into(),
         ]);
+        if let Some(share) = &cfg.share {
+            a.extend([
+                "-fsdev".into(),
+                format!("local,id=home,path={},security_model=none", share.display()),
+                "-device".into(),
+                "virtio-9p-device,fsdev=home,mount_tag=home".into(),
+            ]);
+        }
+        if let Some(sys) = &cfg.system_disk {
+            a.extend([
+                "-drive".into(),
+                format!(
+                    "id=system,file={},format=raw,if=none,readonly=on",
+                    sys.display()
+                ),
+                "-device".into(),
+                "virtio-blk-device,drive=system,serial=berth-system".into(),
+            ]);
+        }
         a.extend([
             "-netdev".into(),
             "user,id=net0".into(),
@@ -100,13 +124,13 @@ impl QemuBackend {
             "-device".into(),
             "virtio-balloon-device,free-page-reporting=on".into(),
         ]);
-        if let Some(share) = &cfg.share {
-            a.extend([
-                "-fsdev".into(),
-                format!("local,id=home,path={},security_model=none", share.display()),
-                "-device".into(),
-                "virtio-9p-device,fsdev=home,mount_tag=home".into(),
-            ]);
+        if arch == GuestArch::X86_64 {
+            // A CMOS RTC, wired to an otherwise unused ISA IRQ. Without any RTC (microvm's
+            // `rtc=off`) the kernel polls the absent chip's update-in-progress bit for 1 s in
+            // timekeeping_init and again when rtc_cmos probes (measured: /init 1.9 s later).
+            // microvm's own RTC (`rtc=on`) would drive IRQ 8, which is also the fifth
+            // virtio-mmio transport's.
+            a.extend(["-device".into(), "mc146818rtc,irq=15,base_year=2000".into()]);
         }
         a
     }
@@ -286,7 +310,13 @@ pub fn kernel_cmdline_for(cfg: &VmConfig, arch: GuestArch) -> String {
     // `acpi=off`: microvm runs without ACPI tables (saves a probe and an error line).
     let mut c = String::from("console=ttyS0 reboot=t panic=-1 quiet loglevel=4 acpi=off");
     if let Some(khz) = host_tsc_khz() {
-        c.push_str(&format!(" tsc_early_khz={khz}"));
+        // `lpj`: the delay loop's loops per jiffy (TSC cycles per tick: the image's kernel has
+        // HZ=250), so no CPU calibrates it; under TCG the secondary vCPU's calibration fails
+        // and falls back to a slow one (~0.1 s).
+        c.push_str(&format!(
+            " tsc_early_khz={khz} lpj={}",
+            khz * 1000 / KERNEL_HZ
+        ));
     }
     if cfg.cpus <= 1 {
         c.push_str(" noreplace-smp");
@@ -301,6 +331,9 @@ pub fn kernel_cmdline_for(cfg: &VmConfig, arch: GuestArch) -> String {
     }
     c
 }
+
+/// CONFIG_HZ of vm-image's x86_64 kernel (tinyconfig's default, kept by the fragment).
+const KERNEL_HZ: u64 = 250;
 
 /// The host's TSC frequency in kHz, from /proc/cpuinfo ("cpu MHz"). Without it the early
 /// clock falls back to a slow calibration under emulation.
@@ -513,6 +546,7 @@ mod tests {
             memory_mib: 512,
             data_disk: "/d.img".into(),
             data_disk_gib: 8,
+            system_disk: None,
             share: Some("/home/u".into()),
             state_dir: "/s".into(),
             guest_cid: 3,
@@ -544,6 +578,55 @@ mod tests {
         let append = &a[a.iter().position(|x| x == "-append").unwrap() + 1];
         assert!(append.contains("reboot=t") && append.contains("noreplace-smp"));
         assert!(append.ends_with("berth.net=user"));
+    }
+
+    fn devices(a: &[String]) -> Vec<&str> {
+        a.windows(2)
+            .filter(|w| w[0] == "-device")
+            .map(|w| w[1].split(',').next().unwrap_or(""))
+            .collect()
+    }
+
+    #[test]
+    fn system_disk_is_read_only_and_irq8_goes_to_a_driver_that_binds_before_rtc() {
+        let mut c = cfg();
+        c.system_disk = Some("/img/system.img".into());
+        let a = QemuBackend::new("tcg").args_for(&c, Path::new("/s/vhu.sock"), GuestArch::X86_64);
+        let s = a.join(" ");
+        assert!(s.contains("id=system,file=/img/system.img,format=raw,if=none,readonly=on"));
+        assert!(s.contains("virtio-blk-device,drive=system,serial=berth-system"));
+        assert!(s.contains("mc146818rtc,irq=15"));
+        // The fifth virtio-mmio device (IRQ 8, shared with the guest's rtc_cmos) is never 9p
+        // or vsock, with or without the share and the system disk.
+        for (share, sys) in [(true, true), (true, false), (false, true), (false, false)] {
+            let mut c = cfg();
+            c.share = share.then(|| "/home/u".into());
+            c.system_disk = sys.then(|| "/img/system.img".into());
+            let a =
+                QemuBackend::new("tcg").args_for(&c, Path::new("/s/vhu.sock"), GuestArch::X86_64);
+            let virtio: Vec<&str> = devices(&a)
+                .into_iter()
+                .filter(|d| d.starts_with("virtio") || d.starts_with("vhost"))
+                .collect();
+            assert_eq!(
+                virtio[0], "virtio-blk-device",
+                "the data disk stays /dev/vda"
+            );
+            if let Some(fifth) = virtio.get(4) {
+                assert!(
+                    [
+                        "virtio-blk-device",
+                        "virtio-net-device",
+                        "virtio-balloon-device"
+                    ]
+                    .contains(fifth),
+                    "{virtio:?}"
+                );
+            }
+        }
+        // arm64 has no CMOS RTC.
+        let a = QemuBackend::new("tcg").args_for(&c, Path::new("/s/vhu.sock"), GuestArch::Aarch64);
+        assert!(!a.join(" ").contains("mc146818rtc"));
     }
 
     #[test]

@@ -199,6 +199,12 @@ fn image_in(d: &Path) -> Option<(PathBuf, PathBuf)> {
     i.is_file().then_some((k, i))
 }
 
+/// The read-only system disk of an image: `system.img` beside its initramfs (vm-image/build
+/// puts the guest's `/usr` there and keeps only berth-guest in the initramfs), if any.
+pub fn system_disk_for(initrd: &Path) -> Option<PathBuf> {
+    Some(initrd.with_file_name("system.img")).filter(|p| p.is_file())
+}
+
 /// The guest's kernel parameters from the settings (docs/VM.md).
 pub fn guest_cmdline(s: &VmSettings) -> String {
     let now = std::time::SystemTime::now()
@@ -250,6 +256,7 @@ pub async fn run(
             std::fs::File::create(&disk).with_context(|| format!("creating {}", disk.display()))?;
         f.set_len(u64::from(settings.disk_gib) << 30)?;
     }
+    let system_disk = system_disk_for(&initrd);
     let cfg = VmConfig {
         kernel,
         initrd,
@@ -258,6 +265,7 @@ pub async fn run(
         memory_mib: settings.memory_mib,
         data_disk: disk,
         data_disk_gib: settings.disk_gib,
+        system_disk,
         share: settings.share.clone().filter(|p| p.is_dir()),
         state_dir: paths.state_dir(),
         guest_cid: 3,

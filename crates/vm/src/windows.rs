@@ -618,6 +618,7 @@ mod tests {
             memory_mib: 2048,
             data_disk: dir.join("data.img"),
             data_disk_gib: 8,
+            system_disk: None,
             share: Some(PathBuf::from(r"C:\Users\me")),
             state_dir: dir.join("state"),
             guest_cid: 3,

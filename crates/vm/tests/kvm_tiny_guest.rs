@@ -225,6 +225,7 @@ fn config(dir: &Path) -> VmConfig {
         memory_mib: 32,
         data_disk: dir.join("data.img"),
         data_disk_gib: 1,
+        system_disk: None,
         share: None,
         state_dir: dir.join("state"),
         guest_cid: 3,
