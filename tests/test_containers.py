@@ -171,7 +171,7 @@ def test_exec_variants(berthd):
     assert berthd.docker("exec", "ex", "echo", "hi").stdout == "hi\n"
     assert berthd.docker("exec", "ex", "sh", "-c", "exit 7", check=False).returncode == 7
     cp = berthd.docker("exec", "ex", "nosuch", check=False)
-    assert cp.returncode == 127 and "executable file not found" in cp.stdout + cp.stderr
+    assert cp.returncode == 126 and "executable file not found" in cp.stdout + cp.stderr
     assert berthd.docker("exec", "-u", "nobody", "-w", "/tmp", "-e", "X=y", "ex", "sh", "-c",
                          "echo $(id -u) $(pwd) $X").stdout.split() == ["65534", "/tmp", "y"]
     berthd.docker("exec", "-d", "ex", "sh", "-c", "echo bg > /tmp/bg")
