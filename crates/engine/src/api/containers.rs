@@ -455,6 +455,12 @@ async fn list(State(e): State<Arc<Engine>>, p: Params) -> Result<Json<Vec<Value>
     Ok(Json(out))
 }
 
+/// A JSON body taken raw (to be adjusted first) as its typed form; 400 when it does not fit.
+fn typed<T: serde::de::DeserializeOwned>(raw: Value) -> Result<T> {
+    serde_json::from_value(raw)
+        .map_err(|err| EngineError::invalid(format!("Failed to deserialize the JSON body: {err}")))
+}
+
 async fn create(
     State(e): State<Arc<Engine>>,
     p: Params,
@@ -464,9 +470,7 @@ async fn create(
     if !v.at_least(1, 44) {
         crate::containers::net::legacy_mac_address(&mut raw);
     }
-    let body: ContainerCreateBody = serde_json::from_value(raw).map_err(|err| {
-        EngineError::invalid(format!("Failed to deserialize the JSON body: {err}"))
-    })?;
+    let body: ContainerCreateBody = typed(raw)?;
     let (id, warnings) = e.containers.create(p.get("name"), body).await?;
     Ok((
         StatusCode::CREATED,
@@ -891,9 +895,7 @@ async fn exec_create(
             "ConsoleSize",
         ],
     );
-    let body: ExecCreate = serde_json::from_value(raw).map_err(|err| {
-        EngineError::invalid(format!("Failed to deserialize the JSON body: {err}"))
-    })?;
+    let body: ExecCreate = typed(raw)?;
     let c = e.containers.get(&id).await?;
     let eid = e.containers.exec_create(&c, body).await?;
     Ok((StatusCode::CREATED, Json(json!({"Id": eid}))).into_response())

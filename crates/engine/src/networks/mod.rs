@@ -233,21 +233,27 @@ pub fn mask6(a: Ipv6Addr, p: u8) -> Ipv6Addr {
 /// The first free address of an IPv6 pool: from its range, never the subnet's own address
 /// (the subnet-router anycast), the gateway, a reserved or a used address; a requested
 /// address anywhere in the subnet.
+/// An address asked for (`--ip`, `--ip6`): dockerd's errors when it is outside the subnet or
+/// already taken.
+fn wanted<A: std::fmt::Display>(w: A, in_subnet: bool, taken: bool) -> Result<A> {
+    if !in_subnet {
+        return Err(EngineError::invalid(format!(
+            "no configured subnet contains IP address {w}"
+        )));
+    }
+    if taken {
+        return Err(EngineError::Conflict(format!(
+            "Address already in use: {w}"
+        )));
+    }
+    Ok(w)
+}
+
 pub fn allocate_v6(p: &V6Pool, used: &[Ipv6Addr], want: Option<Ipv6Addr>) -> Result<Ipv6Addr> {
     let taken =
         |c: Ipv6Addr| c == p.net || c == p.gateway || p.aux.contains(&c) || used.contains(&c);
     if let Some(w) = want {
-        if mask6(w, p.prefix) != p.net {
-            return Err(EngineError::invalid(format!(
-                "no configured subnet contains IP address {w}"
-            )));
-        }
-        if taken(w) {
-            return Err(EngineError::Conflict(format!(
-                "Address already in use: {w}"
-            )));
-        }
-        return Ok(w);
+        return wanted(w, mask6(w, p.prefix) == p.net, taken(w));
     }
     let start = u128::from(p.range.0);
     let size = if p.range.1 == 0 {
@@ -1051,17 +1057,7 @@ fn allocate_in(n: &NetworkRecord, used: &[Ipv4Addr], want: Option<Ipv4Addr>) -> 
         c == net || c == broadcast || Some(c) == gw || aux.contains(&c) || used.contains(&c)
     };
     if let Some(w) = want {
-        if mask(w, prefix) != net {
-            return Err(EngineError::invalid(format!(
-                "no configured subnet contains IP address {w}"
-            )));
-        }
-        if taken(w) {
-            return Err(EngineError::Conflict(format!(
-                "Address already in use: {w}"
-            )));
-        }
-        return Ok(w);
+        return wanted(w, mask(w, prefix) == net, taken(w));
     }
     let (start, end) = match n.ip_range() {
         Some((r, p)) if mask(r, prefix) == net && p >= prefix => {

@@ -44,6 +44,25 @@ impl PortNat {
         }
     }
 
+    /// `iptables` arguments to check (`-C`), add (`-A`) or delete (`-D`) the jump from `nat
+    /// OUTPUT` to this engine's chain, for local destinations.
+    fn jump<'a>(&'a self, op: &'a str) -> [&'a str; 12] {
+        [
+            "-w",
+            "5",
+            "-t",
+            "nat",
+            op,
+            "OUTPUT",
+            "-m",
+            "addrtype",
+            "--dst-type",
+            "LOCAL",
+            "-j",
+            &self.chain,
+        ]
+    }
+
     /// Make the chain (empty) and its jump from `OUTPUT`; called at start-up, and by the first
     /// `add` in any case. Nothing fails when iptables is missing: the proxy carries the ports.
     pub async fn init(&self) -> bool {
@@ -57,17 +76,8 @@ impl PortNat {
                     tracing::info!(error = %e, "published ports: no iptables NAT, userspace proxy only");
                     return false;
                 }
-                let jump = ["-m", "addrtype", "--dst-type", "LOCAL", "-j", c];
-                let check: Vec<&str> = ["-w", "5", "-t", "nat", "-C", "OUTPUT"]
-                    .into_iter()
-                    .chain(jump)
-                    .collect();
-                if run("iptables", &check).await.is_err() {
-                    let add: Vec<&str> = ["-w", "5", "-t", "nat", "-A", "OUTPUT"]
-                        .into_iter()
-                        .chain(jump)
-                        .collect();
-                    if let Err(e) = run("iptables", &add).await {
+                if run("iptables", &self.jump("-C")).await.is_err() {
+                    if let Err(e) = run("iptables", &self.jump("-A")).await {
                         tracing::info!(error = %e, "published ports: no OUTPUT jump, userspace proxy only");
                         return false;
                     }
@@ -116,12 +126,7 @@ impl PortNat {
             return;
         }
         let c = self.chain.as_str();
-        let jump = ["-m", "addrtype", "--dst-type", "LOCAL", "-j", c];
-        let del: Vec<&str> = ["-w", "5", "-t", "nat", "-D", "OUTPUT"]
-            .into_iter()
-            .chain(jump)
-            .collect();
-        while run("iptables", &del).await.is_ok() {}
+        while run("iptables", &self.jump("-D")).await.is_ok() {}
         let _ = run("iptables", &["-w", "5", "-t", "nat", "-F", c]).await;
         if let Err(e) = run("iptables", &["-w", "5", "-t", "nat", "-X", c]).await {
             tracing::debug!(error = %e, chain = c, "could not delete the port chain");
